@@ -1,0 +1,12 @@
+"""kstream: integrations and data pipelines as topologies of small nodes connected by Kafka topics.
+
+Importing kstream does nothing but define names: no environment reads, no logging setup,
+no connections.
+"""
+
+from kstream.context import Context, Emit
+from kstream.errors import KstreamError, Permanent
+from kstream.retry import Retry
+from kstream.topology import Topology
+
+__all__ = ["Context", "Emit", "KstreamError", "Permanent", "Retry", "Topology"]

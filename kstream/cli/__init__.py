@@ -1,0 +1,1 @@
+"""The ``kstream`` command line (click), one module per command group."""

@@ -1,0 +1,140 @@
+"""``kstream dev``: a local Apache Kafka broker for developing and testing apps."""
+
+from __future__ import annotations
+
+import codecs
+import io
+import time
+from collections import deque
+from pathlib import Path
+from typing import BinaryIO
+
+import click
+
+from kstream.dev.broker import LocalBroker, kafka_version, require_tools
+from kstream.errors import LocalBrokerError
+
+EXIT_STOPPED = 3
+
+_workdir_option = click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".kstream/broker"),
+    envvar="KSTREAM_BROKER_DIR",
+    show_default=True,
+    show_envvar=True,
+    help="Where the broker keeps its config, data, log and state.",
+)
+
+
+@click.group()
+def dev() -> None:
+    """Tools for developing and testing kstream apps on this machine."""
+
+
+@dev.group(short_help="Run a local Kafka broker for development and tests.")
+def broker() -> None:
+    """Run a local Apache Kafka broker for development and tests.
+
+    One KRaft node (broker and controller) on 127.0.0.1 only, running Kafka's own jars:
+    they are fetched once with Maven and cached under ~/.cache/kstream. Needs `java` 17+,
+    and `mvn` for that first fetch.
+
+    The broker keeps running after `start` returns, and keeps its topics across `stop` and
+    `start`. Topics are not created on first use: declare them. Consumer group timeouts are
+    short (session 6 s), so dead members are noticed quickly.
+
+    \b
+      kstream dev broker start      # prints the bootstrap address
+      kstream dev broker logs -f
+      kstream dev broker stop
+    """
+
+
+@broker.command(short_help="Start the broker, unless it runs.")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="Listen here.  [default: the previous run's port, else 9092, else any free port]",
+)
+@_workdir_option
+def start(port: int | None, workdir: Path) -> None:
+    """Start the broker and print its bootstrap address, or report the one already running.
+
+    Exits 0 in both cases, 1 with a one-line reason when it cannot start (then see `logs`).
+    """
+    local = LocalBroker(workdir)
+    try:
+        if not local.libs_cache.is_dir():
+            require_tools()  # before the notice, so a missing tool is the only line printed
+            click.echo("fetching Kafka jars with Maven (first run only)...", err=True)
+        info, started = local.start(port=port)
+    except LocalBrokerError as e:
+        raise click.ClickException(str(e)) from None
+    if started:
+        click.echo(f"kafka {kafka_version()} running at {info.bootstrap} (pid {info.pid})")
+    else:
+        click.echo(f"already running at {info.bootstrap} (pid {info.pid})")
+
+
+@broker.command(short_help="Stop the broker; its topics are kept.")
+@_workdir_option
+def stop(workdir: Path) -> None:
+    """Stop the broker (SIGTERM, then SIGKILL after 30 s); its topics are kept.
+
+    Prints "stopped", or "not running" when there was nothing to stop; exits 0 both ways.
+    """
+    try:
+        stopped = LocalBroker(workdir).stop()
+    except LocalBrokerError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo("stopped" if stopped else "not running")
+
+
+@broker.command(short_help="Tell whether the broker runs, and where.")
+@_workdir_option
+@click.pass_context
+def status(ctx: click.Context, workdir: Path) -> None:
+    """Print "running at HOST:PORT (pid N)" and exit 0, or print "stopped" and exit 3."""
+    info = LocalBroker(workdir).status()
+    if info is None:
+        click.echo("stopped")
+        ctx.exit(EXIT_STOPPED)
+    click.echo(f"running at {info.bootstrap} (pid {info.pid})")
+
+
+@broker.command(short_help="Print the broker's log.")
+@click.option("-n", "--lines", default=50, show_default=True, type=click.IntRange(min=0), help="How many last lines.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@_workdir_option
+def logs(lines: int, follow: bool, workdir: Path) -> None:
+    """Print the end of the broker's log (since its latest start); --follow keeps printing."""
+    path = LocalBroker(workdir).log_path
+    try:
+        with path.open("rb") as log:
+            for line in deque(log, maxlen=lines) if lines else ():
+                click.echo(line.decode(errors="replace"), nl=False)
+            if follow:
+                log.seek(0, io.SEEK_END)
+                _follow(log, path)
+    except FileNotFoundError:
+        raise click.ClickException(f"no broker log at {path}: start the broker first") from None
+    except KeyboardInterrupt:
+        pass
+
+
+def _follow(log: BinaryIO, path: Path) -> None:
+    """Print what gets appended until Ctrl-C; a restart truncates the log, so read it anew."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    while True:
+        chunk = log.read()
+        if chunk:
+            click.echo(decoder.decode(chunk), nl=False)
+        elif path.stat().st_size < log.tell():
+            log.seek(0)
+        else:
+            time.sleep(0.2)  # polling a file: there is nothing to wait on
+
+
+if __name__ == "__main__":
+    dev()

@@ -1,0 +1,57 @@
+"""``kstream``: the root command and its global options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from kstream.cli.common import KstreamGroup, Options
+from kstream.cli.dev import dev
+from kstream.cli.graph import graph
+from kstream.cli.run import run
+from kstream.cli.topics import topics
+
+
+def _kafka_props(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    props = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not PROP=VALUE", ctx=ctx, param=param)
+        props[name.strip()] = value
+    return props
+
+
+@click.group(cls=KstreamGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config", type=click.Path(path_type=Path), envvar="KSTREAM_CONFIG",
+              help="TOML settings file (env KSTREAM_CONFIG).")
+@click.option("--bootstrap", "-b", help="Kafka bootstrap servers (env KSTREAM_BOOTSTRAP_SERVERS; "
+              "default: the local dev broker if it runs here, else 127.0.0.1:9092).")
+@click.option("--namespace", "-n", help="Prefix of every kstream topic and group (env KSTREAM_NAMESPACE; default kstream).")
+@click.option("-X", "kafka", multiple=True, callback=_kafka_props, metavar="PROP=VALUE",
+              help="librdkafka property for every client (repeatable).")
+@click.version_option(package_name="kstream")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, bootstrap: str | None, namespace: str | None,
+        kafka: dict[str, str]) -> None:
+    """kstream: integrations and pipelines as topologies of nodes connected by Kafka topics.
+
+    APP arguments name a Topology as module:attr or path/to/file.py:attr.
+    Exit codes: 0 ok, 1 failure, 2 usage error.
+    """
+    ctx.obj = Options(config=config, bootstrap=bootstrap, namespace=namespace, kafka=kafka)
+
+
+cli.add_command(dev)
+cli.add_command(topics)
+cli.add_command(run)
+cli.add_command(graph)
+
+
+def main() -> None:
+    cli(prog_name="kstream")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""``kstream run``."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+import click
+
+from kstream.app import build_worker, run_workers
+from kstream.cli.common import Options, app_argument, pass_options, setup_logging, topology_of
+
+
+@click.command()
+@app_argument
+@click.option("--node", "nodes", multiple=True, metavar="NAME", help="Run only this node (repeatable). Default: all.")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@pass_options
+def run(options: Options, app: str, nodes: tuple[str, ...], log_level: str) -> None:
+    """Run workers for the nodes of APP until SIGINT/SIGTERM.
+
+    Each node is its own consumer group ({ns}.{topology}.{node}); run the same node in several
+    processes to share its partitions. On SIGINT/SIGTERM a worker stops taking messages,
+    finishes the one in hand (or abandons it uncommitted), commits what is done and leaves the
+    group.
+    """
+    setup_logging(log_level)
+    topology = topology_of(app)
+    settings = options.settings()
+    names = list(nodes) or topology.order()
+    stop = threading.Event()
+    workers = [build_worker(topology, name, settings, stop) for name in names]
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    click.echo(f"running {', '.join(names)} of {topology.name} on {settings.bootstrap_servers}", err=True)
+    run_workers(workers, stop)
+    click.echo("stopped", err=True)

@@ -1,0 +1,1 @@
+"""Tools for developing kstream apps on this machine: a local Kafka broker."""

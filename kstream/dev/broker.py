@@ -1,0 +1,458 @@
+"""A local Apache Kafka broker for development and tests, run from the official Maven Central jars.
+
+One combined broker+controller (KRaft) listening on 127.0.0.1 only, tuned to start fast and to
+make consumer groups and compaction react quickly. Its working directory holds
+``server.properties``, ``data/``, ``kafka.log`` and ``state.json``; the jars live in a cache
+shared by every clone and test session (they depend only on ``kafka/pom.xml``).
+
+The broker is a detached JVM: it outlives the process that started it, and any later process
+finds it again through ``state.json``. A pid counts as "our broker" only when it is alive, its
+command line is ``kafka.Kafka`` with this workdir's ``server.properties`` (pids get reused), and
+its port accepts connections.
+
+Needs ``java`` 17+ on ``PATH``, and ``mvn`` once, to fetch the jars. POSIX only.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypedDict
+
+from kstream.errors import LocalBrokerError
+
+# Main classes of Kafka's command-line tools, checked in the 4.3.1 jars (kafka-tools-4.3.1.jar).
+CONSUMER_GROUP_COMMAND = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
+CONSOLE_PRODUCER = "org.apache.kafka.tools.ConsoleProducer"
+CONSOLE_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer"
+TOPIC_COMMAND = "org.apache.kafka.tools.TopicCommand"
+# Still in the Scala core jar in 4.x; org.apache.kafka.tools.StorageTool does not exist.
+STORAGE_TOOL = "kafka.tools.StorageTool"
+SERVER_MAIN = "kafka.Kafka"
+
+POM = Path(__file__).parent / "kafka" / "pom.xml"
+LOG4J_CONFIG = Path(__file__).parent / "log4j2.properties"
+DEFAULT_PORT = 9092
+
+_JAVA_MISSING = (
+    "Java 17 or newer is needed for the local broker: install it (Debian: apt-get install openjdk-17-jre-headless)"
+)
+_MAVEN_MISSING = "Maven is needed to fetch the Kafka jars: install it (Debian: apt-get install maven)"
+# Either line means the broker is registered, unfenced and serving (the second comes first).
+_READY_LINES = ("Kafka Server started", "Transitioning from RECOVERY to RUNNING")
+# Measured on 2 cores: C1-only + serial GC reaches "ready" in ~2.8 s instead of ~3.5 s, and
+# was no slower on test-sized workloads (300k small records) since little code gets hot.
+_JVM_OPTS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true")
+_BROKER_HEAP = ("-Xms256m", "-Xmx1g")
+_TOOL_HEAP = ("-Xmx512m",)
+
+# In .properties a trailing "# ..." is part of the value: comments stay on their own lines.
+_SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+# Dynamic quorum (KIP-853): formatted with --standalone, so the controller port may change
+# between runs without touching the data dir.
+controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={data_dir}
+# One node: every internal topic has a single replica.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+min.insync.replicas=1
+default.replication.factor=1
+# Few internal partitions: creating 50 of each is most of the first group's join time.
+offsets.topic.num.partitions=4
+transaction.state.log.num.partitions=4
+num.partitions=1
+# Topics are declared by the apps; a typo must fail, not create a topic.
+auto.create.topics.enable=false
+group.initial.rebalance.delay.ms=0
+# Compaction visible within a second; the default 128 MiB dedupe buffer is heap.
+log.cleaner.backoff.ms=200
+log.cleaner.dedupe.buffer.size=8388608
+# Dead group members are noticed in seconds, not the production 45 s.
+group.consumer.min.heartbeat.interval.ms=500
+group.consumer.heartbeat.interval.ms=500
+group.consumer.min.session.timeout.ms=3000
+group.consumer.session.timeout.ms=6000
+group.min.session.timeout.ms=1000
+"""
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    """A running local broker."""
+
+    pid: int
+    bootstrap: str
+    controller_port: int
+    workdir: Path
+
+
+class _State(TypedDict, total=False):
+    pid: int | None
+    bootstrap: str
+    controller_port: int
+    cluster_id: str
+    version: str
+
+
+def kafka_version() -> str:
+    """The Kafka version pinned in ``kafka/pom.xml``."""
+    found = re.search(r"<kafka\.version>\s*([^<\s]+)", POM.read_text())
+    if found is None:
+        raise LocalBrokerError(f"{POM} does not set <kafka.version>")
+    return found[1]
+
+
+def require_tools(*, maven: bool = True) -> None:
+    """Raise a one-line `LocalBrokerError` unless ``java`` 17+ (and ``mvn`` if asked) is on PATH."""
+    java = shutil.which("java")
+    if java is None:
+        raise LocalBrokerError(_JAVA_MISSING)
+    # `java -version` writes to stderr, e.g. 'openjdk version "17.0.15"' or 'java version "1.8.0_402"'.
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    major = 0 if match is None else int(match[1])
+    if major == 1 and match is not None and match[2]:
+        major = int(match[2])
+    if major < 17:
+        found = f"found Java {major}" if major else f"{java} -version did not answer"
+        raise LocalBrokerError(_JAVA_MISSING.replace(": install", f" ({found}): install"))
+    if maven and shutil.which("mvn") is None:
+        raise LocalBrokerError(_MAVEN_MISSING)
+
+
+def java_tool(libs: Path, main_class: str, *args: str) -> list[str]:
+    """The argv that runs one of Kafka's command-line tools (e.g. `TOPIC_COMMAND`) from ``libs``."""
+    return [
+        "java", *_TOOL_HEAP, *_JVM_OPTS,
+        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-Dkstream.log.target=SYSTEM_ERR",
+        "-cp", f"{libs}/*", main_class, *args,
+    ]  # fmt: skip
+
+
+class LocalBroker:
+    """The local broker of one working directory; every method may block (JVM, Maven, sockets)."""
+
+    def __init__(self, workdir: Path, *, libs_cache: Path | None = None) -> None:
+        self.workdir = workdir
+        self.libs_cache = libs_cache if libs_cache is not None else _default_libs_cache()
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "kafka.log"
+
+    def resolve(self) -> Path:
+        """Fetch the jars into `libs_cache` unless already there; return that directory.
+
+        Maven copies into a temporary sibling that is renamed into place, so a concurrent
+        resolve or an interrupted one never leaves a half-filled directory behind.
+        """
+        libs = self.libs_cache
+        if libs.is_dir():
+            return libs
+        require_tools()
+        libs.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".libs-", dir=libs.parent))
+        try:
+            mvn = subprocess.run(
+                ["mvn", "-B", "-q", "-f", str(POM), "dependency:copy-dependencies",
+                 f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if mvn.returncode != 0:
+                lines = (mvn.stdout + mvn.stderr).splitlines()
+                why = next((ln for ln in lines if ln.startswith("[ERROR]")), _last_line(lines))
+                raise LocalBrokerError(f"Maven could not fetch the Kafka jars: {why}")
+            try:
+                tmp.rename(libs)
+            except OSError:
+                if not libs.is_dir():
+                    raise
+                # Another process won the race; its copy came from the same pom.
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return libs
+
+    def status(self) -> BrokerInfo | None:
+        """The running broker, or None (never started, stopped, crashed, or not answering)."""
+        state = self._read_state()
+        pid, bootstrap = state.get("pid"), state.get("bootstrap")
+        if not pid or not bootstrap or not self._is_ours(pid):
+            return None
+        if not _accepts(int(bootstrap.rpartition(":")[2])):
+            return None
+        return BrokerInfo(pid, bootstrap, state.get("controller_port", 0), self.workdir)
+
+    def start(self, *, port: int | None = None, timeout: float = 90.0) -> tuple[BrokerInfo, bool]:
+        """Start the broker unless it runs; return it and whether this call started it.
+
+        ``port`` None means the previous run's port, else 9092, else any free port, each only
+        if free. Topics survive a restart: the data dir is formatted only on first use (or when
+        it belongs to another cluster). ``timeout`` covers format and startup, not Maven.
+        """
+        with self._locked():
+            running = self.status()
+            if running is not None:
+                return running, False
+            libs = self.resolve()
+            require_tools(maven=False)
+            deadline = time.monotonic() + timeout
+            state = self._read_state()
+            stale = state.get("pid")
+            if stale and self._is_ours(stale):
+                # Alive but its port is closed: hung, or half-started by a killed caller.
+                _terminate(stale, timeout=10.0)
+            if port is None:
+                port = _pick_port(state.get("bootstrap"))
+            elif not _port_free(port):
+                raise LocalBrokerError(f"port {port} on 127.0.0.1 is already in use")
+            controller_port = _free_port(avoid=port)
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            data = self.workdir.resolve() / "data"
+            props = self._properties_path
+            props.write_text(_SERVER_PROPERTIES.format(port=port, controller_port=controller_port, data_dir=data))
+            self.log_path.write_bytes(b"")  # each run starts a fresh log: readiness reads it
+            cluster_id = state.get("cluster_id")
+            if cluster_id is None or _formatted_cluster_id(data) != cluster_id:
+                shutil.rmtree(data, ignore_errors=True)
+                cluster_id = _new_cluster_id()
+                self._format(libs, cluster_id, deadline)
+            pid = self._spawn(libs)
+            bootstrap = f"127.0.0.1:{port}"
+            self._write_state(
+                {"pid": pid, "bootstrap": bootstrap, "controller_port": controller_port,
+                 "cluster_id": cluster_id, "version": kafka_version()}
+            )  # fmt: skip
+            try:
+                self._wait_ready(pid, port, deadline, timeout)
+            except LocalBrokerError:
+                _terminate(pid, timeout=0.0)
+                self._write_state({**self._read_state(), "pid": None})
+                raise
+            return BrokerInfo(pid, bootstrap, controller_port, self.workdir), True
+
+    def stop(self, *, timeout: float = 30.0) -> bool:
+        """SIGTERM the broker (SIGKILL after ``timeout``); False if it was not running."""
+        with self._locked():
+            state = self._read_state()
+            pid = state.get("pid")
+            running = pid is not None and self._is_ours(pid)
+            if pid is not None and running:
+                _terminate(pid, timeout=timeout)
+            if state:
+                self._write_state({**state, "pid": None})
+            return running
+
+    @property
+    def _state_path(self) -> Path:
+        return self.workdir / "state.json"
+
+    @property
+    def _properties_path(self) -> Path:
+        return self.workdir / "server.properties"
+
+    def _read_state(self) -> _State:
+        try:
+            loaded: _State = json.loads(self._state_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return loaded
+
+    def _write_state(self, state: _State) -> None:
+        # Written whole then renamed, so a reader never sees half a file.
+        tmp = self._state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(self._state_path)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise start/stop of one workdir across processes (two shells, two test runs)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.workdir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _is_ours(self, pid: int) -> bool:
+        if not _alive(pid):
+            return False
+        cmdline = _cmdline(pid)
+        return SERVER_MAIN in cmdline and str(self._properties_path.resolve()) in cmdline
+
+    def _java(self, libs: Path) -> list[str]:
+        return ["java", *_BROKER_HEAP, *_JVM_OPTS, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+                "-cp", f"{libs}/*"]  # fmt: skip
+
+    def _format(self, libs: Path, cluster_id: str, deadline: float) -> None:
+        argv = [*self._java(libs), STORAGE_TOOL, "format", "-t", cluster_id,
+                "-c", str(self._properties_path.resolve()), "--standalone"]  # fmt: skip
+        left = max(deadline - time.monotonic(), 1.0)
+        with self.log_path.open("ab") as log:
+            try:
+                done = subprocess.run(argv, check=False, stdin=subprocess.DEVNULL, stdout=log,
+                                      stderr=subprocess.STDOUT, timeout=left)  # fmt: skip
+            except subprocess.TimeoutExpired:
+                done = None
+        if done is None or done.returncode != 0:
+            why = "timed out" if done is None else "failed"
+            raise LocalBrokerError(f"formatting the Kafka data dir {why}; see {self.log_path}: {self._last_log_line()}")
+
+    def _spawn(self, libs: Path) -> int:
+        # posix_spawn, not Popen: a Popen object for a child meant to outlive us warns
+        # (ResourceWarning) when collected. setsid detaches it from the terminal's Ctrl-C.
+        argv = [*self._java(libs), SERVER_MAIN, str(self._properties_path.resolve())]
+        redirects = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, str(self.log_path), os.O_WRONLY | os.O_APPEND, 0),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ]
+        return os.posix_spawnp("java", argv, os.environ, file_actions=redirects, setsid=True)
+
+    def _wait_ready(self, pid: int, port: int, deadline: float, timeout: float) -> None:
+        while True:
+            if not _alive(pid):
+                why = "exited while starting"
+            elif time.monotonic() > deadline:
+                why = f"was not ready within {timeout:g} s"
+            else:
+                log = self.log_path.read_text(errors="replace")
+                if any(line in log for line in _READY_LINES) and _accepts(port):
+                    return
+                time.sleep(0.1)
+                continue
+            raise LocalBrokerError(f"Kafka {why}; see {self.log_path}: {self._last_log_line()}")
+
+    def _last_log_line(self) -> str:
+        try:
+            return _last_line(self.log_path.read_text(errors="replace").splitlines())
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def _default_libs_cache() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    digest = hashlib.sha1(POM.read_bytes(), usedforsecurity=False).hexdigest()[:12]
+    return cache / "kstream" / f"kafka-{digest}" / "libs"
+
+
+def _last_line(lines: list[str]) -> str:
+    return next((ln.strip()[:300] for ln in reversed(lines) if ln.strip()), "(empty)")
+
+
+def _new_cluster_id() -> str:
+    # Kafka's own Uuid text form (22 chars, base64url); it rejects ids starting with "-".
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
+def _formatted_cluster_id(data: Path) -> str | None:
+    try:
+        text = (data / "meta.properties").read_text()
+    except FileNotFoundError:
+        return None
+    found = re.search(r"^cluster\.id=(\S+)", text, re.MULTILINE)
+    return found[1] if found else None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        # Like the JVM's server socket: a port in TIME_WAIT from a stopped broker is reusable.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port(avoid: int) -> int:
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port != avoid:
+            return port
+
+
+def _pick_port(previous_bootstrap: str | None) -> int:
+    # Keep a restarted broker's address stable for the clients configured against it.
+    previous = int(previous_bootstrap.rpartition(":")[2]) if previous_bootstrap else None
+    for candidate in (previous, DEFAULT_PORT):
+        if candidate and _port_free(candidate):
+            return candidate
+    return _free_port(avoid=DEFAULT_PORT)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+    except OSError:
+        return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    # Reap first: a broker spawned by this very process stays a zombie (still "alive" for
+    # kill(0)) after it dies until we wait for it.
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: _cmdline tells it is not ours
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    proc = Path(f"/proc/{pid}/cmdline")
+    if Path("/proc/self").exists():
+        try:
+            return proc.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return ""
+    # No /proc (macOS): ps shows the full argv too.
+    ps = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=False)
+    return ps.stdout
+
+
+def _terminate(pid: int, *, timeout: float) -> None:
+    """SIGTERM (Kafka's shutdown hook closes logs cleanly), then SIGKILL after ``timeout``."""
+    for sig, grace in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        else:
+            return
+    raise LocalBrokerError(f"Kafka (pid {pid}) did not exit after SIGKILL")

@@ -1,0 +1,96 @@
+"""Every error kstream raises, under one root.
+
+The tree::
+
+    KstreamError                      root; ``retryable`` says whether trying again may help
+    ├── ConfigError                   settings that make no sense (bad value, unreadable file)
+    ├── DeclarationError              a topology that cannot exist (cycle, unknown ``after``, bad name)
+    ├── AppLoadError                  ``APP`` (``module:attr`` / ``file.py:attr``) cannot be loaded
+    ├── BrokerError                   talking to Kafka failed
+    │   ├── BrokerUnavailable         no broker answered in time (retryable)
+    │   └── DeliveryFailed            the broker did not acknowledge an output (retryable)
+    ├── LocalBrokerError              the embedded development broker could not be run
+    ├── Permanent                     raised by handlers: do not retry, send to the Trash
+    │   └── DecodeError               a payload that cannot be decoded or validated
+    ├── TrashFlood                    too much of a node's input went to the Trash: stop the node
+    └── NotFound                      an id, node, scope or topic that does not exist
+
+Errors carry data as attributes (``node``, ``topic``, ``partition``, ``offset``, ``reason``) so
+callers can act on them without parsing messages.
+"""
+
+from __future__ import annotations
+
+
+class KstreamError(Exception):
+    """Root of all kstream errors."""
+
+    retryable: bool = False
+
+
+class ConfigError(KstreamError):
+    """A setting is missing, malformed or contradictory."""
+
+
+class DeclarationError(KstreamError):
+    """A topology declaration is invalid; the message names the node."""
+
+    def __init__(self, message: str, *, node: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+class AppLoadError(KstreamError):
+    """The ``APP`` argument does not point at a loadable Topology."""
+
+
+class BrokerError(KstreamError):
+    """An operation against Kafka failed."""
+
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+
+
+class BrokerUnavailable(BrokerError):
+    """No broker answered within the timeout."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="TRANSPORT", retryable=True)
+
+
+class DeliveryFailed(BrokerError):
+    """An output record was not acknowledged; its input offset must not be committed."""
+
+    def __init__(self, message: str, *, topic: str, code: str | None = None) -> None:
+        super().__init__(message, code=code, retryable=True)
+        self.topic = topic
+
+
+class LocalBrokerError(KstreamError):
+    """The embedded development broker could not be prepared, started or stopped."""
+
+
+class Permanent(KstreamError):
+    """Raise from a handler for an error that retrying cannot fix: the message goes to the Trash."""
+
+
+class DecodeError(Permanent):
+    """A payload could not be decoded, or failed validation against the node's model."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TrashFlood(KstreamError):
+    """Too large a share of a node's input failed: the node stops instead of draining into Trash."""
+
+    def __init__(self, message: str, *, node: str) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+class NotFound(KstreamError):
+    """A named thing (trash entry, node, cursor scope, topic) does not exist."""

@@ -1,0 +1,285 @@
+"""The Kafka adapter: the only module that imports ``confluent_kafka``.
+
+Client defaults chosen here (any can be overridden through ``Settings.kafka``):
+
+* consumers: manual commits of offsets kstream tracks itself, ``auto.offset.reset=earliest``
+  (a new node starts at the beginning of its input), the KIP-848 ``consumer`` group protocol
+  (incremental rebalances: unaffected partitions keep flowing);
+* producers: idempotent, ``acks=all``, a short linger so outputs batch; delivery reports only
+  for failures (one bound-method callback, nothing per successful message).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import confluent_kafka
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import TopicPartition as CkTopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    NewPartitions,
+)
+from confluent_kafka.admin import NewTopic as CkNewTopic  # type: ignore[attr-defined]
+
+from kstream.errors import BrokerError, BrokerUnavailable
+from kstream.kafka.port import GroupLag, NewTopic, RebalanceCallback, TopicPartition, TopicState
+from kstream.types import HeaderList, Record
+
+CONSUMER_DEFAULTS: dict[str, str] = {
+    "enable.auto.commit": "false",
+    "enable.auto.offset.store": "false",
+    "auto.offset.reset": "earliest",
+    "group.protocol": "consumer",
+    "enable.partition.eof": "false",
+}
+PRODUCER_DEFAULTS: dict[str, str] = {
+    "enable.idempotence": "true",
+    "acks": "all",
+    "linger.ms": "5",
+}
+# Properties librdkafka rejects under the consumer group protocol (KIP-848); dropped with it.
+_CLASSIC_ONLY = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy")
+# Error codes where trying again may help: mapped onto ``retryable`` in one place.
+_RETRYABLE = {
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.LEADER_NOT_AVAILABLE,
+}
+
+
+def broker_error(exc: KafkaException | KafkaError, what: str) -> BrokerError:
+    """Map a librdkafka error to kstream's tree (one table, :data:`_RETRYABLE`)."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else exc
+    if not isinstance(err, KafkaError):
+        return BrokerError(f"{what}: {exc}")
+    if err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT):
+        return BrokerUnavailable(f"{what}: {err.str()}")
+    return BrokerError(f"{what}: {err.str()}", code=err.name(), retryable=err.code() in _RETRYABLE)
+
+
+_LIBRDKAFKA_LOG = logging.getLogger("kstream.librdkafka")
+
+
+def _config(base: Mapping[str, str], settings: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, Any]:
+    # librdkafka's own log lines go to Python logging, not straight to stderr.
+    conf: dict[str, Any] = {**base, **settings, **extra, "logger": _LIBRDKAFKA_LOG}
+    if conf.get("group.protocol") == "consumer":
+        for name in _CLASSIC_ONLY:
+            conf.pop(name, None)
+    return conf
+
+
+def _error_event(err: KafkaError | None) -> bool:
+    """True for an error event (dropped: librdkafka retries transient errors); raises on fatal ones."""
+    if err is None:
+        return False
+    if err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        raise broker_error(err, "consumer failed")
+    return True
+
+
+class KafkaConsumer:
+    """:class:`kstream.kafka.port.Consumer` on ``confluent_kafka.Consumer``."""
+
+    def __init__(self, bootstrap: str, group: str, kafka: Mapping[str, str], **extra: str) -> None:
+        conf = _config(CONSUMER_DEFAULTS, kafka, {"bootstrap.servers": bootstrap, "group.id": group, **extra})
+        self._consumer = confluent_kafka.Consumer(conf)
+
+    def subscribe(self, topics: Sequence[str], on_assign: RebalanceCallback, on_revoke: RebalanceCallback) -> None:
+        def assigned(_: object, parts: list[CkTopicPartition]) -> None:
+            on_assign([TopicPartition(p.topic, p.partition) for p in parts])
+
+        def revoked(_: object, parts: list[CkTopicPartition]) -> None:
+            on_revoke([TopicPartition(p.topic, p.partition) for p in parts])
+
+        self._consumer.subscribe(list(topics), on_assign=assigned, on_revoke=revoked, on_lost=revoked)
+
+    def consume(self, max_messages: int, timeout: float) -> list[Record]:
+        messages: list[Any] = self._consumer.consume(max_messages, timeout)
+        for m in messages:
+            if m.error() is not None:
+                return [x for x in messages if not _error_event(x.error())]
+        return cast(list[Record], messages)
+
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:
+        self._consumer.pause([CkTopicPartition(t, p) for t, p, _ in partitions])
+
+    def resume(self, partitions: Sequence[TopicPartition]) -> None:
+        self._consumer.resume([CkTopicPartition(t, p) for t, p, _ in partitions])
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(p.topic, p.partition) for p in self._consumer.assignment()]
+
+    def commit(self, offsets: Sequence[TopicPartition], *, asynchronous: bool) -> None:
+        try:
+            parts = [CkTopicPartition(t, p, o) for t, p, o in offsets]
+            if asynchronous:
+                self._consumer.commit(offsets=parts, asynchronous=True)
+            else:
+                self._consumer.commit(offsets=parts, asynchronous=False)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError._NO_OFFSET:
+                return
+            raise broker_error(exc, "offset commit failed") from None
+
+    def committed(self, partitions: Sequence[TopicPartition], timeout: float) -> list[TopicPartition]:
+        try:
+            parts = self._consumer.committed([CkTopicPartition(t, p) for t, p, _ in partitions], timeout=timeout)
+        except KafkaException as exc:
+            raise broker_error(exc, "reading committed offsets failed") from None
+        return [TopicPartition(p.topic, p.partition, p.offset) for p in parts]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaProducer:
+    """:class:`kstream.kafka.port.Producer` on ``confluent_kafka.Producer``."""
+
+    def __init__(self, bootstrap: str, kafka: Mapping[str, str], **extra: str) -> None:
+        self._errors: list[str] = []
+        self._lock = threading.Lock()
+        conf = _config(PRODUCER_DEFAULTS, kafka, {"bootstrap.servers": bootstrap, **extra})
+        # Python-level option (a bool, not a librdkafka string): reports only for failures.
+        conf["delivery.report.only.error"] = str(conf.get("delivery.report.only.error", "true")).lower() == "true"
+        conf["on_delivery"] = self._on_delivery
+        conf["error_cb"] = self._on_error
+        self._producer = confluent_kafka.Producer(conf)
+        self._produce = self._producer.produce
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            with self._lock:
+                self._errors.append(f"delivery to {msg.topic()} failed: {err.str()}")
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            with self._lock:
+                self._errors.append(f"producer failed: {err.str()}")
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: HeaderList | None) -> None:
+        try:
+            self._produce(topic, value, key, headers=cast(Any, headers))
+        except BufferError:
+            # Local queue full: serve delivery reports until there is room (backpressure).
+            while True:
+                self._producer.poll(0.05)
+                try:
+                    self._produce(topic, value, key, headers=cast(Any, headers))
+                    return
+                except BufferError:
+                    continue
+        except KafkaException as exc:
+            raise broker_error(exc, f"produce to {topic} failed") from None
+
+    def poll(self, timeout: float) -> None:
+        self._producer.poll(timeout)
+
+    def flush(self, timeout: float) -> int:
+        return int(self._producer.flush(timeout))
+
+    def take_errors(self) -> list[str]:
+        with self._lock:
+            errors, self._errors = self._errors, []
+        return errors
+
+
+class KafkaAdmin:
+    """:class:`kstream.kafka.port.Admin` on ``confluent_kafka.admin.AdminClient``."""
+
+    def __init__(self, bootstrap: str, kafka: Mapping[str, str], *, timeout: float = 10.0) -> None:
+        self._bootstrap = bootstrap
+        self._timeout = timeout
+        self._kafka = dict(kafka)
+        self._admin = AdminClient({**kafka, "bootstrap.servers": bootstrap, "logger": _LIBRDKAFKA_LOG})
+
+    def _unavailable(self) -> BrokerUnavailable:
+        return BrokerUnavailable(f"no Kafka broker answered at {self._bootstrap} within {self._timeout:g} s")
+
+    def topics(self, names: Sequence[str] | None = None) -> dict[str, TopicState]:
+        try:
+            meta = self._admin.list_topics(timeout=self._timeout)
+        except KafkaException:
+            raise self._unavailable() from None
+        wanted = set(names) if names is not None else None
+        found = {
+            name: t for name, t in meta.topics.items()
+            if (wanted is None or name in wanted) and t.error is None and not name.startswith("__")
+        }
+        if not found:
+            return {}
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in found]
+        futures = self._admin.describe_configs(resources, request_timeout=self._timeout)
+        result = {}
+        for res, fut in futures.items():
+            try:
+                entries = fut.result(timeout=self._timeout)
+            except KafkaException as exc:
+                raise broker_error(exc, f"describe {res.name} failed") from None
+            config = {
+                e.name: e.value for e in entries.values()
+                if e.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value and e.value is not None
+            }
+            t = found[res.name]
+            rf = len(next(iter(t.partitions.values())).replicas) if t.partitions else 0
+            result[res.name] = TopicState(res.name, len(t.partitions), rf, config)
+        return result
+
+    def create_topics(self, topics: Sequence[NewTopic]) -> None:
+        if not topics:
+            return
+        new = [CkNewTopic(t.name, t.partitions, t.replication_factor, config=dict(t.config)) for t in topics]
+        self._wait(self._admin.create_topics(new, request_timeout=self._timeout), "create topic", ok={KafkaError.TOPIC_ALREADY_EXISTS})
+
+    def create_partitions(self, topic: str, total: int) -> None:
+        self._wait(self._admin.create_partitions([NewPartitions(topic, total)], request_timeout=self._timeout), "grow partitions of")
+
+    def alter_config(self, topic: str, config: dict[str, str]) -> None:
+        entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()]
+        res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
+        self._wait(self._admin.incremental_alter_configs([res], request_timeout=self._timeout), "alter config of")
+
+    def _wait(self, futures: Mapping[Any, Any], what: str, ok: set[int] | None = None) -> None:
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout=self._timeout + 5)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and ok and err.code() in ok:
+                    continue
+                raise broker_error(exc, f"{what} {getattr(name, 'name', name)} failed") from None
+
+    def lag(self, group: str, topic: str) -> list[GroupLag]:
+        try:
+            meta = self._admin.list_topics(topic, timeout=self._timeout)
+        except KafkaException:
+            raise self._unavailable() from None
+        tmeta = meta.topics.get(topic)
+        if tmeta is None or tmeta.error is not None:
+            return []
+        consumer = confluent_kafka.Consumer({**self._kafka, "bootstrap.servers": self._bootstrap, "group.id": group,
+                                             "enable.auto.commit": "false"})
+        try:
+            parts = [CkTopicPartition(topic, p) for p in sorted(tmeta.partitions)]
+            committed = consumer.committed(parts, timeout=self._timeout)
+            result = []
+            for tp in committed:
+                _, high = consumer.get_watermark_offsets(CkTopicPartition(topic, tp.partition), timeout=self._timeout)
+                result.append(GroupLag(topic, tp.partition, tp.offset if tp.offset >= 0 else None, high))
+            return result
+        except KafkaException as exc:
+            raise broker_error(exc, f"reading lag of {group} failed") from None
+        finally:
+            consumer.close()

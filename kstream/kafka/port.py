@@ -1,0 +1,119 @@
+"""The broker port: what the runtime and the tools need from Kafka, as Protocols.
+
+Two adapters implement it: :mod:`kstream.kafka.confluent` (librdkafka, the real thing) and
+:mod:`kstream.kafka.memory` (in-process, for unit tests of pure logic). Consumed records are
+:class:`kstream.types.Record`; the adapters pass their native message objects through, so
+nothing is allocated per message on the way in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+from kstream.types import HeaderList, Record
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+    offset: int = -1001
+    """For commits: the offset of the next record to read. -1001 means 'unset'."""
+
+
+RebalanceCallback = Callable[[list[TopicPartition]], None]
+
+
+class Consumer(Protocol):
+    """One member of one consumer group. Not thread-safe: one thread calls it.
+
+    ``consume`` may block up to ``timeout`` seconds; rebalance callbacks run inside it, on the
+    calling thread. ``commit`` with ``asynchronous=False`` returns once the broker stored the
+    offsets and raises :class:`kstream.errors.BrokerError` otherwise; asynchronous commits only
+    promise an attempt.
+    """
+
+    def subscribe(
+        self, topics: Sequence[str], on_assign: RebalanceCallback, on_revoke: RebalanceCallback
+    ) -> None: ...
+
+    def consume(self, max_messages: int, timeout: float) -> list[Record]: ...
+
+    def pause(self, partitions: Sequence[TopicPartition]) -> None: ...
+
+    def resume(self, partitions: Sequence[TopicPartition]) -> None: ...
+
+    def assignment(self) -> list[TopicPartition]: ...
+
+    def commit(self, offsets: Sequence[TopicPartition], *, asynchronous: bool) -> None: ...
+
+    def committed(self, partitions: Sequence[TopicPartition], timeout: float) -> list[TopicPartition]: ...
+
+    def close(self) -> None:
+        """Leave the group (a clean rebalance for the others) and free the client."""
+        ...
+
+
+class Producer(Protocol):
+    """An asynchronous producer. Thread-safe.
+
+    ``produce`` only queues the record (it blocks briefly if the local queue is full); it does
+    *not* promise delivery. ``flush`` returns once every queued record was acknowledged or
+    failed; failures are reported through :meth:`take_errors`, never silently dropped.
+    """
+
+    def produce(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: HeaderList | None
+    ) -> None: ...
+
+    def poll(self, timeout: float) -> None: ...
+
+    def flush(self, timeout: float) -> int:
+        """Wait for outstanding deliveries; returns how many are still outstanding."""
+        ...
+
+    def take_errors(self) -> list[str]:
+        """Delivery failures since the last call, as one line each."""
+        ...
+
+
+@dataclass(frozen=True)
+class TopicState:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewTopic:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GroupLag:
+    topic: str
+    partition: int
+    committed: int | None
+    end: int
+
+
+class Admin(Protocol):
+    """Cluster metadata and topic management. Each call blocks up to its timeout and raises
+    :class:`kstream.errors.BrokerUnavailable` when no broker answers."""
+
+    def topics(self, names: Sequence[str] | None = None) -> dict[str, TopicState]:
+        """Existing topics (all, or those of ``names`` that exist) with their non-default configs."""
+        ...
+
+    def create_topics(self, topics: Sequence[NewTopic]) -> None: ...
+
+    def create_partitions(self, topic: str, total: int) -> None: ...
+
+    def alter_config(self, topic: str, config: dict[str, str]) -> None: ...
+
+    def lag(self, group: str, topic: str) -> list[GroupLag]: ...

@@ -1,0 +1,38 @@
+"""Names of topics and consumer groups: the one place that knows the layout of design.md s.3."""
+
+from __future__ import annotations
+
+import re
+
+from kstream.errors import DeclarationError
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def check_name(name: object, *, what: str, node: str | None = None) -> str:
+    """A topology, node or namespace name becomes one dot-separated part of topic names."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise DeclarationError(
+            f"{what} name {name!r} is not usable in a topic name: use 1-100 of A-Z a-z 0-9 _ -",
+            node=node,
+        )
+    return name
+
+
+def check_topic(topic: object, *, node: str | None = None) -> str:
+    if not isinstance(topic, str) or not _TOPIC.match(topic) or topic in {".", ".."}:
+        raise DeclarationError(f"node {node!r}: {topic!r} is not a valid Kafka topic name", node=node)
+    return topic
+
+
+def node_topic(namespace: str, topology: str, node: str) -> str:
+    return f"{namespace}.{topology}.{node}"
+
+
+def retry_topic(namespace: str, topology: str, node: str) -> str:
+    return f"{namespace}.{topology}.{node}.retry"
+
+
+def group_id(namespace: str, topology: str, node: str) -> str:
+    return f"{namespace}.{topology}.{node}"

@@ -1,0 +1,117 @@
+"""Topic provisioning: what a topology needs, the difference to the cluster, and applying it.
+
+``plan`` never changes anything. ``apply`` creates missing topics, sets topic configs that
+differ, and adds partitions only when asked (``grow``): more partitions move keys to other
+partitions, which breaks per-key order for messages already in flight. What it will not fix
+(fewer partitions wanted, a different ``cleanup.policy``, replication factor) is reported as
+drift. Topics of ``source=`` and ``to=`` belong to others and are only created on request.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from kstream.config import Settings
+from kstream.kafka.port import Admin, NewTopic, TopicState
+from kstream.topology import Topology
+
+COMPACTED = {"cleanup.policy": "compact"}
+
+
+class Action(enum.Enum):
+    OK = "ok"
+    CREATE = "create"
+    GROW = "grow"
+    ALTER = "alter"
+    DRIFT = "drift"
+    EXTERNAL_MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class Want:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+    external: bool = False
+
+
+@dataclass(frozen=True)
+class Change:
+    action: Action
+    want: Want
+    detail: str = ""
+
+    def line(self) -> str:
+        return f"{self.action.value:<8} {self.want.name}" + (f"  {self.detail}" if self.detail else "")
+
+
+def wanted(topology: Topology, settings: Settings) -> list[Want]:
+    """Every topic the topology reads or writes, kstream's own first."""
+    ns, topics = settings.namespace, settings.topics
+    result: dict[str, Want] = {}
+    for name in topology.order():
+        node = topology.nodes[name]
+        if node.source is None:
+            parts, rf, config = topics.for_node(topology.name, name)
+            result[node.input_topic(ns)] = Want(node.input_topic(ns), parts, rf, config)
+    for internal in (settings.trash_topic, settings.cursors_topic):
+        result[internal] = Want(internal, topics.partitions, topics.replication_factor, dict(COMPACTED))
+    for node in topology.nodes.values():
+        for ext in ([node.source] if node.source else []) + list(node.to):
+            result.setdefault(ext, Want(ext, topics.partitions, topics.replication_factor, external=True))
+    return list(result.values())
+
+
+def plan(topology: Topology, settings: Settings, admin: Admin, *, grow: bool = False,
+         create_external: bool = False) -> list[Change]:
+    wants = wanted(topology, settings)
+    existing = admin.topics([w.name for w in wants])
+    return [_compare(w, existing.get(w.name), grow=grow, create_external=create_external) for w in wants]
+
+
+def _compare(want: Want, have: TopicState | None, *, grow: bool, create_external: bool) -> Change:
+    if have is None:
+        if want.external and not create_external:
+            return Change(Action.EXTERNAL_MISSING, want,
+                          "external topic does not exist (not created: owned outside kstream; --create-external creates it)")
+        return Change(Action.CREATE, want, f"partitions={want.partitions} replication={want.replication_factor}"
+                      + "".join(f" {k}={v}" for k, v in sorted(want.config.items())))
+    if want.external:
+        return Change(Action.OK, want, f"external, {have.partitions} partitions")
+    drift = []
+    policy_want = want.config.get("cleanup.policy", "delete")
+    policy_have = have.config.get("cleanup.policy", "delete")
+    if policy_want != policy_have:
+        drift.append(f"cleanup.policy is {policy_have}, wants {policy_want} (not changed: recreate the topic)")
+    if have.partitions > want.partitions:
+        drift.append(f"has {have.partitions} partitions, wants {want.partitions} (kstream never removes partitions)")
+    if have.replication_factor != want.replication_factor:
+        drift.append(f"replication factor is {have.replication_factor}, wants {want.replication_factor} (not changed)")
+    if drift:
+        return Change(Action.DRIFT, want, "; ".join(drift))
+    if have.partitions < want.partitions:
+        if grow:
+            return Change(Action.GROW, want, f"partitions {have.partitions} -> {want.partitions}")
+        return Change(Action.DRIFT, want,
+                      f"has {have.partitions} partitions, wants {want.partitions} (apply --grow-partitions adds them; keys move partitions)")
+    differs = {k: v for k, v in want.config.items() if k != "cleanup.policy" and have.config.get(k) != v}
+    if differs:
+        return Change(Action.ALTER, want, " ".join(f"{k}: {have.config.get(k, '(default)')} -> {v}" for k, v in sorted(differs.items())))
+    return Change(Action.OK, want)
+
+
+def apply(changes: list[Change], admin: Admin) -> list[Change]:
+    """Carry out create, grow and alter changes; returns those carried out."""
+    create = [c for c in changes if c.action is Action.CREATE]
+    admin.create_topics([NewTopic(c.want.name, c.want.partitions, c.want.replication_factor, c.want.config) for c in create])
+    done = list(create)
+    for c in changes:
+        if c.action is Action.GROW:
+            admin.create_partitions(c.want.name, c.want.partitions)
+            done.append(c)
+        elif c.action is Action.ALTER:
+            admin.alter_config(c.want.name, {k: v for k, v in c.want.config.items() if k != "cleanup.policy"})
+            done.append(c)
+    return done

@@ -1,0 +1,1 @@
+"""The processing runtime: worker loop, node processor, offsets."""

@@ -1,0 +1,208 @@
+"""One node's processing of one message: decode, call the handler, emit outputs or trash.
+
+Outputs of a message are computed completely (values encoded, keys chosen) before the first
+is produced, so a handler, key function or encoder that raises emits nothing and the message
+goes to the Trash whole. The processor only *queues* records on the producer; the worker
+flushes before it commits offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import UTC, datetime
+from types import GeneratorType
+from typing import Any
+
+from kstream import headers as hdr
+from kstream.codecs import encode, encode_key
+from kstream.context import Context, Emit
+from kstream.errors import DecodeError, Permanent
+from kstream.kafka.port import Producer
+from kstream.retry import NO_RETRY, Retry
+from kstream.topology import KeyFunc, Node, Topology
+from kstream.trash import REASON_HOP_LIMIT, Attempt, TrashCodec, TrashEntry, failure_entry
+from kstream.types import Record
+
+Route = tuple[str, KeyFunc | None]
+Planned = tuple[str, bytes, bytes | None]
+
+
+class HopLimitExceeded(Permanent):
+    """A message passed more nodes than ``hop_limit``: most likely a loop."""
+
+
+class Abandoned(Exception):  # noqa: N818  (control flow, never leaves the runtime)
+    """The worker is stopping or lost the partition while the message waited to retry."""
+
+
+class NodeProcessor:
+    """Processes messages of one node. Used by one thread at a time."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        node: Node,
+        *,
+        namespace: str,
+        producer: Producer,
+        trash_topic: str,
+        hop_limit: int,
+        stop: threading.Event,
+    ) -> None:
+        self.node = node
+        self.topology = topology.name
+        self.origin = f"{topology.name}/{node.name}"
+        self.routes: list[Route] = [(s.input_topic(namespace), s.key) for s in topology.successors(node.name)]
+        self.routes += [(t, None) for t in node.to]
+        self.by_name: dict[str, Route] = {n.name: (n.input_topic(namespace), n.key) for n in topology.nodes.values()}
+        self.retry: Retry = node.retry or NO_RETRY
+        self.log = logging.getLogger(f"kstream.node.{topology.name}.{node.name}")
+        self._producer = producer
+        self._produce = producer.produce
+        self._trash_topic = trash_topic
+        self._trash_codec = TrashCodec()
+        self._hop_limit = hop_limit
+        self._stop = stop
+        self._ids = hdr.IdGenerator()
+        self.trashed = 0
+
+    # -- the two entry points -------------------------------------------------------------
+
+    def handle(self, msg: Record) -> None:
+        """Process one message with a sync handler; retries in place (the partition waits)."""
+        env = self._envelope(msg)
+        if env is None:
+            return
+        fn, takes_context, decode = self.node.fn, self.node.takes_context, self.node.decode
+        history: list[Attempt] = []
+        while True:
+            ctx = self._context(msg, env, len(history) + 1) if takes_context else None
+            try:
+                payload = decode(msg.value())
+                result = fn(payload, ctx) if ctx is not None else fn(payload)
+                planned = self._plan(msg, env, result, ctx)
+            except Exception as exc:  # noqa: BLE001  (every failure is the message's, not ours)
+                if self._give_up(msg, env, exc, history):
+                    return
+                continue
+            self._send(planned, env)
+            return
+
+    async def handle_async(self, msg: Record) -> None:
+        """Process one message with an async handler; retries in place."""
+        env = self._envelope(msg)
+        if env is None:
+            return
+        fn, takes_context, decode = self.node.fn, self.node.takes_context, self.node.decode
+        timeout = self.retry.timeout
+        history: list[Attempt] = []
+        while True:
+            ctx = self._context(msg, env, len(history) + 1) if takes_context else None
+            try:
+                payload = decode(msg.value())
+                call = fn(payload, ctx) if ctx is not None else fn(payload)
+                result = await (asyncio.wait_for(call, timeout) if timeout else call)
+                planned = self._plan(msg, env, result, ctx)
+            except Exception as exc:  # noqa: BLE001
+                if self._give_up(msg, env, exc, history):
+                    return
+                continue
+            self._send(planned, env)
+            return
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def _envelope(self, msg: Record) -> hdr.Envelope | None:
+        topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+        try:
+            env = hdr.read(msg.headers(), topic, partition, offset)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self._trash(failure_entry(msg, topology=self.topology, node=self.node.name, workflow=None,
+                                      exc=DecodeError(f"bad kstream header: {exc}", reason="decode")))
+            return None
+        if env.hops >= self._hop_limit:
+            over = HopLimitExceeded(f"message passed {env.hops} nodes, over the hop limit of {self._hop_limit}")
+            self._trash(failure_entry(msg, topology=self.topology, node=self.node.name, exc=over,
+                                      workflow=env.workflow, reason=REASON_HOP_LIMIT))
+            return None
+        return env
+
+    def _context(self, msg: Record, env: hdr.Envelope, attempt: int) -> Context:
+        return Context(
+            key=msg.key(), headers=msg.headers() or [], message_id=env.message_id,
+            workflow_id=env.workflow or env.message_id, attempt=attempt,
+            topic=msg.topic() or "", partition=msg.partition() or 0, offset=msg.offset() or 0, log=self.log,
+        )
+
+    def _give_up(self, msg: Record, env: hdr.Envelope, exc: Exception, history: list[Attempt]) -> bool:
+        """Record a failed attempt; wait and return False to retry, or trash and return True."""
+        history.append(Attempt(datetime.now(UTC), f"{type(exc).__name__}: {exc}"))
+        attempt = len(history)
+        retryable = not isinstance(exc, Permanent) and isinstance(exc, self.retry.on)
+        if retryable and attempt < self.retry.attempts:
+            delay = self.retry.delay(attempt)
+            self.log.warning("attempt %d of %s failed (%s: %s); retrying in %.2fs",
+                             attempt, env.message_id, type(exc).__name__, exc, delay)
+            if self._stop.wait(delay):
+                raise Abandoned(env.message_id)
+            return False
+        self._trash(failure_entry(msg, topology=self.topology, node=self.node.name, exc=exc,
+                                  workflow=env.workflow, attempts=tuple(history)))
+        return True
+
+    def _trash(self, entry: TrashEntry) -> None:
+        self.trashed += 1
+        self.log.warning("message %s/%d/%d to trash %s: %s: %s", entry.topic, entry.partition, entry.offset,
+                         entry.id, entry.error_type, entry.error_message)
+        self._produce(self._trash_topic, self._trash_codec.encode(entry), entry.id.encode(), None)
+
+    def _plan(self, msg: Record, env: hdr.Envelope, result: Any, ctx: Context | None) -> list[Planned]:
+        """Every output record of this message, encoded, before any is produced."""
+        if result is None and ctx is None:
+            return []
+        outputs = _outputs(result)
+        if ctx is not None:
+            outputs.extend(ctx.take_emitted())
+        key = msg.key()
+        planned: list[Planned] = []
+        for out in outputs:
+            if type(out) is Emit:
+                routes = self.routes if out.to is None else [self._route(out.to)]
+                value, chosen = out.value, out.has_key
+            else:
+                routes, value, chosen = self.routes, out, False
+            data = encode(value)
+            for topic, keyfn in routes:
+                if chosen:
+                    okey = encode_key(out.key)
+                elif keyfn is not None:
+                    okey = encode_key(keyfn(value))
+                else:
+                    okey = key
+                planned.append((topic, data, okey))
+        return planned
+
+    def _route(self, name: str) -> Route:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise Permanent(f"Emit(to={name!r}) names no node of topology {self.topology!r}") from None
+
+    def _send(self, planned: list[Planned], env: hdr.Envelope) -> None:
+        if not planned:
+            return
+        base = env.outgoing(self.origin, self._ids())
+        produce, ids = self._produce, self._ids
+        for topic, data, key in planned:
+            produce(topic, data, key, [(hdr.ID, ids().encode()), *base])
+
+
+def _outputs(result: Any) -> list[Any]:
+    """A list or generator is several outputs (a tuple is one JSON array); None is none."""
+    if result is None:
+        return []
+    if isinstance(result, (list, GeneratorType)):
+        return list(result)
+    return [result]

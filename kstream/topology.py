@@ -1,0 +1,204 @@
+"""Topology: a named DAG of nodes, declared with decorators.
+
+Errors a declaration can show on its own (bad name, duplicate, no input, bad handler) raise
+:class:`kstream.errors.DeclarationError` at once; errors that need the whole graph (unknown
+``after``, a cycle) raise from :meth:`Topology.validate`, which loading an ``APP`` calls.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_type_hints
+
+from kstream.codecs import Decoder, decoder_for
+from kstream.context import Context
+from kstream.errors import DeclarationError
+from kstream.naming import check_name, check_topic, node_topic
+from kstream.retry import Retry
+
+Ordering = Literal["key", "none"]
+Processing = Literal["at_least_once", "exactly_once"]
+OnFailure = Literal["trash", "park_key"]
+KeyFunc = Callable[[Any], object]
+Handler = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One declared node: its handler and its policies."""
+
+    topology: str
+    name: str
+    fn: Handler
+    after: tuple[str, ...]
+    source: str | None
+    to: tuple[str, ...]
+    key: KeyFunc | None
+    prefetch: int
+    ordering: Ordering
+    retry: Retry | None
+    limit: str | None
+    on_failure: OnFailure
+    processing: Processing | None
+    is_async: bool
+    takes_context: bool
+    payload_type: Any
+    decode: Decoder
+
+    def input_topic(self, namespace: str) -> str:
+        return self.source or node_topic(namespace, self.topology, self.name)
+
+
+class Topology:
+    """A named DAG of nodes. ``import`` of a module that declares one connects to nothing."""
+
+    def __init__(self, name: str, *, processing: Processing = "at_least_once") -> None:
+        self.name = check_name(name, what="topology")
+        if processing not in ("at_least_once", "exactly_once"):
+            raise DeclarationError(f"topology {name!r}: processing must be 'at_least_once' or 'exactly_once'")
+        self.processing: Processing = processing
+        self._nodes: dict[str, Node] = {}
+
+    def __repr__(self) -> str:
+        return f"Topology({self.name!r}, nodes={list(self._nodes)})"
+
+    @property
+    def nodes(self) -> Mapping[str, Node]:
+        return self._nodes
+
+    def node(
+        self,
+        name: str,
+        *,
+        after: str | Iterable[str] | None = None,
+        source: str | None = None,
+        to: str | Iterable[str] | None = None,
+        key: KeyFunc | None = None,
+        prefetch: int = 1,
+        ordering: Ordering = "key",
+        retry: Retry | None = None,
+        limit: str | None = None,
+        on_failure: OnFailure = "trash",
+        processing: Processing | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Declare a node; the decorated function is returned unchanged (still callable in tests).
+
+        ``key`` re-keys every message kstream writes to this node's input: it gets the value the
+        upstream node emitted and returns the key (so ``prefetch`` > 1 with ``ordering="key"``
+        orders by it). It cannot be combined with ``source`` (others write that topic).
+        """
+        check_name(name, what="node", node=name)
+        if name in self._nodes:
+            raise DeclarationError(f"node {name!r} is declared twice in topology {self.name!r}", node=name)
+        after_t = _names(after)
+        for a in after_t:
+            check_name(a, what="after", node=name)
+        if not after_t and source is None:
+            raise DeclarationError(f"node {name!r} has no input: give it after=... or source=...", node=name)
+        if after_t and source is not None:
+            raise DeclarationError(f"node {name!r} has both after= and source=: a node reads one input", node=name)
+        if source is not None:
+            check_topic(source, node=name)
+            if key is not None:
+                raise DeclarationError(f"node {name!r}: key= cannot re-key a source= topic", node=name)
+        to_t = tuple(check_topic(t, node=name) for t in _names(to))
+        if key is not None and not callable(key):
+            raise DeclarationError(f"node {name!r}: key= must be a function of the payload", node=name)
+        if not isinstance(prefetch, int) or prefetch < 1:
+            raise DeclarationError(f"node {name!r}: prefetch must be an integer >= 1", node=name)
+        if ordering not in ("key", "none"):
+            raise DeclarationError(f"node {name!r}: ordering must be 'key' or 'none'", node=name)
+        if on_failure not in ("trash", "park_key"):
+            raise DeclarationError(f"node {name!r}: on_failure must be 'trash' or 'park_key'", node=name)
+        if processing not in (None, "at_least_once", "exactly_once"):
+            raise DeclarationError(f"node {name!r}: processing must be 'at_least_once' or 'exactly_once'", node=name)
+        if retry is not None and not isinstance(retry, Retry):
+            raise DeclarationError(f"node {name!r}: retry= must be a kstream.Retry", node=name)
+
+        def register(fn: Handler) -> Handler:
+            payload_type, takes_context = _signature(fn, name)
+            self._nodes[name] = Node(
+                topology=self.name, name=name, fn=fn, after=after_t, source=source, to=to_t, key=key,
+                prefetch=prefetch, ordering=ordering, retry=retry, limit=limit, on_failure=on_failure,
+                processing=processing,
+                is_async=inspect.iscoroutinefunction(fn), takes_context=takes_context,
+                payload_type=payload_type, decode=decoder_for(payload_type),
+            )
+            return fn
+
+        return register
+
+    def validate(self) -> None:
+        """Check what needs the whole graph: every ``after`` exists, and there is no cycle."""
+        if not self._nodes:
+            raise DeclarationError(f"topology {self.name!r} has no nodes")
+        for node in self._nodes.values():
+            for a in node.after:
+                if a not in self._nodes:
+                    raise DeclarationError(f"node {node.name!r}: after={a!r} names no node of topology {self.name!r}", node=node.name)
+        self.order()
+
+    def order(self) -> list[str]:
+        """Node names, every node after all of its ``after`` nodes; raises on a cycle."""
+        state: dict[str, int] = {}
+        result: list[str] = []
+
+        def visit(name: str, path: list[str]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                cycle = [*path[path.index(name):], name]
+                raise DeclarationError(f"node {name!r} is part of a cycle: {' -> '.join(cycle)}", node=name)
+            state[name] = 1
+            for a in self._nodes[name].after:
+                if a in self._nodes:
+                    visit(a, [*path, name])
+            state[name] = 2
+            result.append(name)
+
+        for name in self._nodes:
+            visit(name, [])
+        return result
+
+    def successors(self, name: str) -> list[Node]:
+        return [n for n in self._nodes.values() if name in n.after]
+
+    def get(self, name: str) -> Node:
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise DeclarationError(f"topology {self.name!r} has no node {name!r} (nodes: {', '.join(self._nodes)})", node=name) from None
+
+    def processing_of(self, node: Node) -> Processing:
+        return node.processing or self.processing
+
+
+def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def _signature(fn: Handler, node: str) -> tuple[Any, bool]:
+    """The payload annotation and whether the handler takes a :class:`Context`."""
+    if not callable(fn):
+        raise DeclarationError(f"node {node!r}: the handler must be a function", node=node)
+    params = list(inspect.signature(fn).parameters.values())
+    if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+        raise DeclarationError(f"node {node!r}: the handler's first parameter receives the payload", node=node)
+    if len(params) > 2:
+        raise DeclarationError(f"node {node!r}: a handler takes (payload) or (payload, ctx)", node=node)
+    try:
+        hints = get_type_hints(fn)
+    except Exception:  # noqa: BLE001  (unresolvable forward refs: fall back to raw annotations)
+        hints = {p.name: p.annotation for p in params}
+    payload = hints.get(params[0].name, inspect.Parameter.empty)
+    if len(params) == 2:
+        ctx_hint = hints.get(params[1].name, inspect.Parameter.empty)
+        if ctx_hint not in (inspect.Parameter.empty, Context) and params[1].name != "ctx":
+            raise DeclarationError(f"node {node!r}: the second parameter must be the Context", node=node)
+    return payload, len(params) == 2
