@@ -42,6 +42,8 @@ class Change:
     action: Action
     want: Want
     detail: str = ""
+    alter: dict[str, str] = field(default_factory=dict)
+    """Topic configs to set (with ALTER, or along with GROW)."""
 
     def line(self) -> str:
         return f"{self.action.value:<8} {self.want.name}" + (f"  {self.detail}" if self.detail else "")
@@ -91,14 +93,15 @@ def _compare(want: Want, have: TopicState | None, *, grow: bool, create_external
         drift.append(f"replication factor is {have.replication_factor}, wants {want.replication_factor} (not changed)")
     if drift:
         return Change(Action.DRIFT, want, "; ".join(drift))
+    differs = {k: v for k, v in want.config.items() if k != "cleanup.policy" and have.config.get(k) != v}
+    altered = " ".join(f"{k}: {have.config.get(k, '(default)')} -> {v}" for k, v in sorted(differs.items()))
     if have.partitions < want.partitions:
         if grow:
-            return Change(Action.GROW, want, f"partitions {have.partitions} -> {want.partitions}")
+            return Change(Action.GROW, want, f"partitions {have.partitions} -> {want.partitions} {altered}".rstrip(), differs)
         return Change(Action.DRIFT, want,
                       f"has {have.partitions} partitions, wants {want.partitions} (apply --grow-partitions adds them; keys move partitions)")
-    differs = {k: v for k, v in want.config.items() if k != "cleanup.policy" and have.config.get(k) != v}
     if differs:
-        return Change(Action.ALTER, want, " ".join(f"{k}: {have.config.get(k, '(default)')} -> {v}" for k, v in sorted(differs.items())))
+        return Change(Action.ALTER, want, altered, differs)
     return Change(Action.OK, want)
 
 
@@ -110,8 +113,8 @@ def apply(changes: list[Change], admin: Admin) -> list[Change]:
     for c in changes:
         if c.action is Action.GROW:
             admin.create_partitions(c.want.name, c.want.partitions)
-            done.append(c)
-        elif c.action is Action.ALTER:
-            admin.alter_config(c.want.name, {k: v for k, v in c.want.config.items() if k != "cleanup.policy"})
+        if c.alter:
+            admin.alter_config(c.want.name, c.alter)
+        if c.action in (Action.GROW, Action.ALTER):
             done.append(c)
     return done

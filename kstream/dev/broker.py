@@ -1,16 +1,13 @@
 """A local Apache Kafka broker for development and tests, run from the official Maven Central jars.
 
-One combined broker+controller (KRaft) listening on 127.0.0.1 only, tuned to start fast and to
-make consumer groups and compaction react quickly. Its working directory holds
-``server.properties``, ``data/``, ``kafka.log`` and ``state.json``; the jars live in a cache
-shared by every clone and test session (they depend only on ``kafka/pom.xml``).
+One KRaft node (broker + controller) on 127.0.0.1 only, tuned to start fast and to make groups and
+compaction react quickly. Its workdir holds ``server.properties``, ``data/``, ``kafka.log`` and
+``state.json``; the jars live in a cache shared by all clones and test sessions (keyed by the pom).
 
-The broker is a detached JVM: it outlives the process that started it, and any later process
-finds it again through ``state.json``. A pid counts as "our broker" only when it is alive, its
-command line is ``kafka.Kafka`` with this workdir's ``server.properties`` (pids get reused), and
-its port accepts connections.
-
-Needs ``java`` 17+ on ``PATH``, and ``mvn`` once, to fetch the jars. POSIX only.
+The broker is a detached JVM that outlives its starter; later processes find it through
+``state.json``. A pid counts as our broker only if it is alive, runs ``kafka.Kafka`` with this
+workdir's ``server.properties`` (pids get reused) and, for `status`, its port accepts connections.
+Needs ``java`` 17+ on PATH, and ``mvn`` once. POSIX only.
 """
 
 from __future__ import annotations
@@ -49,9 +46,8 @@ POM = Path(__file__).parent / "kafka" / "pom.xml"
 LOG4J_CONFIG = Path(__file__).parent / "log4j2.properties"
 DEFAULT_PORT = 9092
 
-_JAVA_MISSING = (
-    "Java 17 or newer is needed for the local broker: install it (Debian: apt-get install openjdk-17-jre-headless)"
-)
+_JAVA_MISSING = "Java 17 or newer is needed for the local broker{found}: install it (Debian: {apt})"
+_JAVA_APT = "apt-get install openjdk-17-jre-headless"
 _MAVEN_MISSING = "Maven is needed to fetch the Kafka jars: install it (Debian: apt-get install maven)"
 # Either line means the broker is registered, unfenced and serving (the second comes first).
 _READY_LINES = ("Kafka Server started", "Transitioning from RECOVERY to RUNNING")
@@ -59,7 +55,6 @@ _READY_LINES = ("Kafka Server started", "Transitioning from RECOVERY to RUNNING"
 # was no slower on test-sized workloads (300k small records) since little code gets hot.
 _JVM_OPTS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true")
 _BROKER_HEAP = ("-Xms256m", "-Xmx1g")
-_TOOL_HEAP = ("-Xmx512m",)
 
 # In .properties a trailing "# ..." is part of the value: comments stay on their own lines.
 _SERVER_PROPERTIES = """\
@@ -83,8 +78,8 @@ share.coordinator.state.topic.min.isr=1
 min.insync.replicas=1
 default.replication.factor=1
 # Few internal partitions: creating 50 of each is most of the first group's join time.
-offsets.topic.num.partitions=4
-transaction.state.log.num.partitions=4
+offsets.topic.num.partitions=50
+transaction.state.log.num.partitions=50
 num.partitions=1
 # Topics are declared by the apps; a typo must fail, not create a topic.
 auto.create.topics.enable=false
@@ -98,6 +93,10 @@ group.consumer.heartbeat.interval.ms=500
 group.consumer.min.session.timeout.ms=3000
 group.consumer.session.timeout.ms=6000
 group.min.session.timeout.ms=1000
+# After a crash (kill -9) the old registration blocks the restarted broker until its session
+# expires: ~8 s to restart with these, ~13 s with the defaults (2000/9000).
+broker.heartbeat.interval.ms=1000
+broker.session.timeout.ms=4000
 """
 
 
@@ -131,27 +130,21 @@ def require_tools(*, maven: bool = True) -> None:
     """Raise a one-line `LocalBrokerError` unless ``java`` 17+ (and ``mvn`` if asked) is on PATH."""
     java = shutil.which("java")
     if java is None:
-        raise LocalBrokerError(_JAVA_MISSING)
-    # `java -version` writes to stderr, e.g. 'openjdk version "17.0.15"' or 'java version "1.8.0_402"'.
+        raise LocalBrokerError(_JAVA_MISSING.format(found="", apt=_JAVA_APT))
+    # Printed on stderr: 'openjdk version "17.0.15" ...', or 'java version "1.8.0_402"' for Java 8.
     out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
-    major = 0 if match is None else int(match[1])
-    if major == 1 and match is not None and match[2]:
-        major = int(match[2])
-    if major < 17:
-        found = f"found Java {major}" if major else f"{java} -version did not answer"
-        raise LocalBrokerError(_JAVA_MISSING.replace(": install", f" ({found}): install"))
+    match = re.search(r'version "(?:1\.)?(\d+)', out.stderr + out.stdout)
+    if match is None or int(match[1]) < 17:
+        found = f" (found Java {match[1]})" if match else f" ({java} -version did not say its version)"
+        raise LocalBrokerError(_JAVA_MISSING.format(found=found, apt=_JAVA_APT))
     if maven and shutil.which("mvn") is None:
         raise LocalBrokerError(_MAVEN_MISSING)
 
 
 def java_tool(libs: Path, main_class: str, *args: str) -> list[str]:
     """The argv that runs one of Kafka's command-line tools (e.g. `TOPIC_COMMAND`) from ``libs``."""
-    return [
-        "java", *_TOOL_HEAP, *_JVM_OPTS,
-        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-Dkstream.log.target=SYSTEM_ERR",
-        "-cp", f"{libs}/*", main_class, *args,
-    ]  # fmt: skip
+    # Log lines go to stderr so that they never mix with the output callers parse.
+    return [*_java(libs, "-Xmx512m", "-Dkstream.log.target=SYSTEM_ERR"), main_class, *args]
 
 
 class LocalBroker:
@@ -160,6 +153,8 @@ class LocalBroker:
     def __init__(self, workdir: Path, *, libs_cache: Path | None = None) -> None:
         self.workdir = workdir
         self.libs_cache = libs_cache if libs_cache is not None else _default_libs_cache()
+        self._state_path = workdir / "state.json"
+        self._properties_path = workdir / "server.properties"
 
     @property
     def log_path(self) -> Path:
@@ -227,8 +222,10 @@ class LocalBroker:
                 # Alive but its port is closed: hung, or half-started by a killed caller.
                 _terminate(stale, timeout=10.0)
             if port is None:
-                port = _pick_port(state.get("bootstrap"))
-            elif not _port_free(port):
+                # The previous run's port first: clients configured against it keep working.
+                previous = state.get("bootstrap", "").rpartition(":")[2]
+                port = _free_port(int(previous or 0), DEFAULT_PORT)
+            elif _bind(port) is None:
                 raise LocalBrokerError(f"port {port} on 127.0.0.1 is already in use")
             controller_port = _free_port(avoid=port)
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -267,14 +264,6 @@ class LocalBroker:
                 self._write_state({**state, "pid": None})
             return running
 
-    @property
-    def _state_path(self) -> Path:
-        return self.workdir / "state.json"
-
-    @property
-    def _properties_path(self) -> Path:
-        return self.workdir / "server.properties"
-
     def _read_state(self) -> _State:
         try:
             loaded: _State = json.loads(self._state_path.read_text())
@@ -302,12 +291,8 @@ class LocalBroker:
         cmdline = _cmdline(pid)
         return SERVER_MAIN in cmdline and str(self._properties_path.resolve()) in cmdline
 
-    def _java(self, libs: Path) -> list[str]:
-        return ["java", *_BROKER_HEAP, *_JVM_OPTS, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-                "-cp", f"{libs}/*"]  # fmt: skip
-
     def _format(self, libs: Path, cluster_id: str, deadline: float) -> None:
-        argv = [*self._java(libs), STORAGE_TOOL, "format", "-t", cluster_id,
+        argv = [*_java(libs, *_BROKER_HEAP), STORAGE_TOOL, "format", "-t", cluster_id,
                 "-c", str(self._properties_path.resolve()), "--standalone"]  # fmt: skip
         left = max(deadline - time.monotonic(), 1.0)
         with self.log_path.open("ab") as log:
@@ -323,7 +308,7 @@ class LocalBroker:
     def _spawn(self, libs: Path) -> int:
         # posix_spawn, not Popen: a Popen object for a child meant to outlive us warns
         # (ResourceWarning) when collected. setsid detaches it from the terminal's Ctrl-C.
-        argv = [*self._java(libs), SERVER_MAIN, str(self._properties_path.resolve())]
+        argv = [*_java(libs, *_BROKER_HEAP), SERVER_MAIN, str(self._properties_path.resolve())]
         redirects = [
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_OPEN, 1, str(self.log_path), os.O_WRONLY | os.O_APPEND, 0),
@@ -346,10 +331,11 @@ class LocalBroker:
             raise LocalBrokerError(f"Kafka {why}; see {self.log_path}: {self._last_log_line()}")
 
     def _last_log_line(self) -> str:
-        try:
-            return _last_line(self.log_path.read_text(errors="replace").splitlines())
-        except FileNotFoundError:
-            return "(no log)"
+        return _last_line(self.log_path.read_text(errors="replace").splitlines())
+
+
+def _java(libs: Path, *options: str) -> list[str]:
+    return ["java", *_JVM_OPTS, *options, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", f"{libs}/*"]
 
 
 def _default_libs_cache() -> Path:
@@ -359,7 +345,7 @@ def _default_libs_cache() -> Path:
 
 
 def _last_line(lines: list[str]) -> str:
-    return next((ln.strip()[:300] for ln in reversed(lines) if ln.strip()), "(empty)")
+    return next((ln.strip()[:300] for ln in reversed(lines) if ln.strip()), "(it is empty)")
 
 
 def _new_cluster_id() -> str:
@@ -379,33 +365,28 @@ def _formatted_cluster_id(data: Path) -> str | None:
     return found[1] if found else None
 
 
-def _port_free(port: int) -> bool:
+def _bind(port: int) -> int | None:
+    """Bind 127.0.0.1:port (0: any) and release it; the port, or None if it is taken."""
     with socket.socket() as sock:
         # Like the JVM's server socket: a port in TIME_WAIT from a stopped broker is reusable.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
-            return False
-        return True
+            return None
+        bound: int = sock.getsockname()[1]
+        return bound
 
 
-def _free_port(avoid: int) -> int:
+def _free_port(*preferred: int, avoid: int = 0) -> int:
+    """The first free port of ``preferred`` (0s skipped), else any free port but ``avoid``."""
+    for port in preferred:
+        if port and _bind(port):
+            return port
     while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
+        port = _bind(0) or avoid
         if port != avoid:
             return port
-
-
-def _pick_port(previous_bootstrap: str | None) -> int:
-    # Keep a restarted broker's address stable for the clients configured against it.
-    previous = int(previous_bootstrap.rpartition(":")[2]) if previous_bootstrap else None
-    for candidate in (previous, DEFAULT_PORT):
-        if candidate and _port_free(candidate):
-            return candidate
-    return _free_port(avoid=DEFAULT_PORT)
 
 
 def _accepts(port: int) -> bool:

@@ -53,10 +53,10 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | str | No
     return n
 
 
-def consume(bootstrap: str, topic: str, *, count: int, timeout: float = 60.0, committed: bool = False,
-            settle: float = 0.0) -> list[Any]:
-    """Read ``topic`` from the beginning until ``count`` messages (or the deadline); then keep
-    reading ``settle`` seconds more to catch extra (duplicate) messages."""
+def consume(bootstrap: str, topic: str, *, count: int = 0, timeout: float = 60.0, committed: bool = False,
+            settle: float = 0.0, until: Callable[[list[Any]], bool] | None = None) -> list[Any]:
+    """Read ``topic`` from the beginning until ``count`` messages (or ``until(messages)``, or the
+    deadline); then keep reading ``settle`` seconds more to catch extra (duplicate) messages."""
     c = Consumer({
         "bootstrap.servers": bootstrap, "group.id": "reader-" + uuid.uuid4().hex, "auto.offset.reset": "earliest",
         "enable.auto.commit": False, "isolation.level": "read_committed" if committed else "read_uncommitted",
@@ -70,7 +70,8 @@ def consume(bootstrap: str, topic: str, *, count: int, timeout: float = 60.0, co
             for m in c.consume(1000, 0.2):
                 if m.error() is None:
                     out.append(m)
-            if len(out) >= count and settle_until is None:
+            done = until(out) if until is not None else len(out) >= count
+            if done and settle_until is None:
                 settle_until = time.monotonic() + settle
             if settle_until is not None and time.monotonic() >= settle_until:
                 break

@@ -1,0 +1,268 @@
+"""Pass-through throughput: a kstream node vs a plain confluent-kafka loop on the same broker and data.
+
+    .venv/bin/python -m bench.passthrough [--messages 500000] [--partitions 6] [--repeat 3]
+
+One input topic is filled up front; every contender reads all of it from the beginning with a
+fresh consumer group and writes it to its own output topic. Contenders:
+
+* ``raw``: ``Consumer.consume(500)`` batches -> ``Producer.produce`` per message (key, value,
+  headers passed through) -> ``poll(0)`` per batch -> every ~1 s ``flush()`` then an async
+  commit of the consumed offsets. Producer and consumer settings are kstream's defaults.
+* ``kstream-bytes``: a kstream node ``def passthrough(v: bytes) -> bytes: return v``.
+* ``kstream-dict``: the same with ``dict`` payloads (orjson decode + encode), informational.
+
+Prints a table and the ratios kstream/raw; writes ``bench/results/passthrough.json``. See
+bench/README.md for how the figures are measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from bench.common import (
+    BenchError,
+    BrokerHandle,
+    Contender,
+    Measurement,
+    broker,
+    create_topics,
+    delete_topics,
+    median_of,
+    produce_input,
+    run_contender,
+    table,
+    write_json,
+)
+
+TARGET_RATIO = 0.6
+BATCH = 500
+COMMIT_INTERVAL = 1.0
+# What kstream's adapter sets (kstream/kafka/confluent.py), so the baseline runs the same clients.
+CONSUMER_CONF: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "earliest",
+    "group.protocol": "consumer",
+    "enable.partition.eof": False,
+}
+PRODUCER_CONF: dict[str, Any] = {"enable.idempotence": True, "acks": "all", "linger.ms": 5}
+
+ContenderFactory = Callable[[str, str, str], Contender]
+"""(bootstrap, input topic, output topic) -> a contender reading input from the beginning."""
+
+
+# -- the contenders -----------------------------------------------------------------------------------
+
+
+def raw(bootstrap: str, source: str, output: str) -> Contender:
+    """The hand-written consume -> produce -> commit loop kstream is compared against."""
+
+    def run(stop: threading.Event) -> None:
+        group = "bench-raw-" + uuid.uuid4().hex[:8]
+        consumer = Consumer({**CONSUMER_CONF, "bootstrap.servers": bootstrap, "group.id": group})
+        failures: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                failures.append(err.str())
+
+        producer = Producer({
+            **PRODUCER_CONF, "bootstrap.servers": bootstrap,
+            "delivery.report.only.error": True, "on_delivery": on_delivery,
+        })  # fmt: skip
+        consume, produce, poll = consumer.consume, producer.produce, producer.poll
+        offsets: dict[tuple[str, int], int] = {}
+
+        def commit(asynchronous: bool) -> None:
+            if not offsets:
+                return
+            if producer.flush(30) or failures:
+                raise RuntimeError(f"outputs not acknowledged: {failures[:1]}")
+            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=asynchronous)
+            offsets.clear()
+
+        consumer.subscribe([source])
+        try:
+            last_commit = time.monotonic()
+            while not stop.is_set():
+                for m in consume(BATCH, 0.1):
+                    if m.error() is not None:
+                        continue
+                    while True:
+                        try:
+                            produce(output, m.value(), m.key(), headers=m.headers())
+                            break
+                        except BufferError:
+                            poll(0.05)
+                    offsets[(m.topic(), m.partition())] = m.offset() + 1
+                poll(0)
+                now = time.monotonic()
+                if now - last_commit >= COMMIT_INTERVAL:
+                    commit(asynchronous=True)
+                    last_commit = now
+            commit(asynchronous=False)
+        finally:
+            consumer.close()
+
+    return run
+
+
+def _kstream(payload: str) -> ContenderFactory:
+    def factory(bootstrap: str, source: str, output: str) -> Contender:
+        from kstream.app import build_worker, run_workers
+        from kstream.config import load_settings
+        from kstream.topology import Topology
+
+        topology = Topology("bench")
+        if payload == "bytes":
+
+            @topology.node("pass", source=source, to=output)
+            def passthrough(v: bytes) -> bytes:
+                return v
+        else:
+
+            @topology.node("pass", source=source, to=output)
+            def passthrough_dict(v: dict) -> dict:  # type: ignore[type-arg]
+                return v
+
+        namespace = "bench" + uuid.uuid4().hex[:8]  # a fresh group: {namespace}.bench.pass
+        settings = load_settings(environ={}, overrides={"bootstrap_servers": bootstrap, "namespace": namespace})
+
+        def run(stop: threading.Event) -> None:
+            worker = build_worker(topology, "pass", settings, stop)
+            if not run_workers([worker], stop):
+                raise RuntimeError(f"worker ended in state {worker.state}")
+
+        return run
+
+    return factory
+
+
+CONTENDERS: dict[str, ContenderFactory] = {
+    "raw": raw,
+    "kstream-bytes": _kstream("bytes"),
+    "kstream-dict": _kstream("dict"),
+}
+
+
+# -- the run ------------------------------------------------------------------------------------------
+
+
+def run_round(
+    handle: BrokerHandle, names: list[str], *, source: str, messages: int, partitions: int, tag: str, created: list[str]
+) -> list[Measurement]:
+    results = []
+    for name in names:
+        output = f"{source}.out.{name}.{tag.replace(' ', '')}"
+        create_topics(handle.bootstrap, [output], partitions)
+        created.append(output)
+        m = run_contender(
+            name, CONTENDERS[name](handle.bootstrap, source, output), bootstrap=handle.bootstrap, output=output,
+            partitions=partitions, expected=messages, broker_pid=handle.pid,
+        )  # fmt: skip
+        results.append(m)
+        broker_cpu = "" if m.broker_cpu_s_per_100k is None else f", broker {m.broker_cpu_s_per_100k:.2f} CPU s/100k"
+        print(f"  {tag:>8} {name:<14} {m.msgs_per_s:>10,.0f} msgs/s  {m.cpu_s_per_100k:.2f} CPU s/100k{broker_cpu}"
+              f"  (startup {m.startup_s:.1f} s, steady {m.steady_s:.1f} s)", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.passthrough", description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=500_000, help="input messages (default 500000)")
+    ap.add_argument("--partitions", type=int, default=6, help="partitions of every topic (default 6)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds; contenders alternate, medians reported (default 1)")
+    ap.add_argument("--warmup", type=int, default=20_000, help="messages of the unrecorded warm-up round (0: none)")
+    ap.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated subset of " + ", ".join(CONTENDERS))
+    args = ap.parse_args(argv)
+    names = [n.strip() for n in args.contenders.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown or not names:
+        ap.error(f"unknown contender(s) {unknown}; choose from {', '.join(CONTENDERS)}")
+    if args.messages < 20_000:
+        print("warning: under 20000 messages the steady part is too short for stable figures", file=sys.stderr)
+
+    run_id = uuid.uuid4().hex[:8]
+    load_before = os.getloadavg()
+    runs: dict[str, list[Measurement]] = {n: [] for n in names}
+    created: list[str] = []
+    with broker() as handle:
+        try:
+            print(f"broker {handle.bootstrap}; {args.messages:,} messages x {args.partitions} partitions, "
+                  f"{args.repeat} round(s), contenders {', '.join(names)}", flush=True)
+            if args.warmup:
+                warm = f"bench.pt.warm.{run_id}"
+                create_topics(handle.bootstrap, [warm], args.partitions)
+                created.append(warm)
+                produce_input(handle.bootstrap, warm, args.warmup)
+                print(f"warm-up ({args.warmup:,} messages, not recorded):")
+                run_round(handle, names, source=warm, messages=args.warmup, partitions=args.partitions, tag="warm", created=created)
+            source = f"bench.pt.in.{run_id}"
+            create_topics(handle.bootstrap, [source], args.partitions)
+            created.append(source)
+            started = time.perf_counter()
+            size = produce_input(handle.bootstrap, source, args.messages)
+            print(f"input: {args.messages:,} records, {size / args.messages:.0f} B average value, "
+                  f"written in {time.perf_counter() - started:.1f} s", flush=True)
+            for r in range(args.repeat):
+                order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
+                for m in run_round(handle, order, source=source, messages=args.messages, partitions=args.partitions,
+                                   tag=f"round {r + 1}", created=created):
+                    runs[m.name].append(m)
+        except BenchError as exc:
+            print(f"benchmark broke: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            if handle.pid is None:
+                delete_topics(handle.bootstrap, created)
+
+    medians = {n: median_of(runs[n]) for n in names}
+    ratios = {f"{n}/raw": medians[n]["msgs_per_s"] / medians["raw"]["msgs_per_s"]
+              for n in names if n != "raw" and "raw" in medians}
+    rows = []
+    for n in names:
+        med = medians[n]
+        ratio = "" if n == "raw" or "raw" not in medians else f"{ratios[f'{n}/raw']:.2f}"
+        broker_cpu = med["broker_cpu_s_per_100k"]
+        rows.append([
+            n, f"{med['msgs_per_s']:,.0f}", f"{med['cpu_s_per_100k']:.2f}",
+            "n/a" if broker_cpu is None else f"{broker_cpu:.2f}", ratio,
+            " ".join(f"{v:,}" for v in med["all_msgs_per_s"]),
+        ])  # fmt: skip
+    print()
+    print(table(["contender", "msgs/s", "CPU s/100k", "broker CPU s/100k", "vs raw", "all rounds"], rows))
+    if "kstream-bytes/raw" in ratios:
+        ok = ratios["kstream-bytes/raw"] >= TARGET_RATIO
+        print(f"\nkstream-bytes/raw = {ratios['kstream-bytes/raw']:.2f} (target >= {TARGET_RATIO}): {'met' if ok else 'NOT met'}")
+    path = write_json("passthrough", {
+        "benchmark": "passthrough",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": {
+            "messages": args.messages, "partitions": args.partitions, "repeat": args.repeat, "warmup": args.warmup,
+            "batch": BATCH, "commit_interval_s": COMMIT_INTERVAL, "producer": PRODUCER_CONF,
+            "broker": "external" if handle.pid is None else "local (started by the benchmark)",
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            "cpus": os.cpu_count(),
+            "measured": "steady part: output count from 5% to 100% of --messages (high watermarks every 50 ms)",
+        },
+        "median": medians,
+        "ratios": ratios,
+        "target_ratio": TARGET_RATIO,
+        "runs": [m.as_dict() for n in names for m in runs[n]],
+    })  # fmt: skip
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
