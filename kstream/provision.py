@@ -99,7 +99,7 @@ def _compare(want: Want, have: TopicState | None, *, grow: bool, create_external
         if grow:
             return Change(Action.GROW, want, f"partitions {have.partitions} -> {want.partitions} {altered}".rstrip(), differs)
         return Change(Action.DRIFT, want,
-                      f"has {have.partitions} partitions, wants {want.partitions} (apply --grow-partitions adds them; keys move partitions)")
+                      f"has {have.partitions} partitions, wants {want.partitions} (apply --grow-partitions adds them; keys move)")
     if differs:
         return Change(Action.ALTER, want, altered, differs)
     return Change(Action.OK, want)

@@ -77,9 +77,10 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 min.insync.replicas=1
 default.replication.factor=1
-# Few internal partitions: creating 50 of each is most of the first group's join time.
-offsets.topic.num.partitions=50
-transaction.state.log.num.partitions=50
+# Fewer internal partitions to create and load (50 each by default); a small gain, measured
+# ~0.4 s on the first transactional producer, none visible on the first group join.
+offsets.topic.num.partitions=4
+transaction.state.log.num.partitions=4
 num.partitions=1
 # Topics are declared by the apps; a typo must fail, not create a topic.
 auto.create.topics.enable=false

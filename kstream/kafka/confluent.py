@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -203,7 +204,7 @@ class KafkaAdmin:
         self._bootstrap = bootstrap
         self._timeout = timeout
         self._kafka = dict(kafka)
-        self._admin = AdminClient({**kafka, "bootstrap.servers": bootstrap, "logger": _LIBRDKAFKA_LOG})
+        self._admin = AdminClient({**kafka, "bootstrap.servers": bootstrap, "logger": cast(Any, _LIBRDKAFKA_LOG)})
 
     def _unavailable(self) -> BrokerUnavailable:
         return BrokerUnavailable(f"no Kafka broker answered at {self._bootstrap} within {self._timeout:g} s")
@@ -242,9 +243,25 @@ class KafkaAdmin:
             return
         new = [CkNewTopic(t.name, t.partitions, t.replication_factor, config=dict(t.config)) for t in topics]
         self._wait(self._admin.create_topics(new, request_timeout=self._timeout), "create topic", ok={KafkaError.TOPIC_ALREADY_EXISTS})
+        self._wait_for_leaders([t.name for t in topics])
+
+    def _wait_for_leaders(self, names: Sequence[str]) -> None:
+        """Creation returns before every partition has a leader; callers expect usable topics."""
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            meta = self._admin.list_topics(timeout=self._timeout)
+            if all(
+                name in meta.topics and meta.topics[name].partitions
+                and all(p.leader >= 0 for p in meta.topics[name].partitions.values())
+                for name in names
+            ):
+                return
+            time.sleep(0.1)
+        raise BrokerError(f"topics {', '.join(names)} were created but have no leader after {self._timeout:g} s")
 
     def create_partitions(self, topic: str, total: int) -> None:
         self._wait(self._admin.create_partitions([NewPartitions(topic, total)], request_timeout=self._timeout), "grow partitions of")
+        self._wait_for_leaders([topic])
 
     def alter_config(self, topic: str, config: dict[str, str]) -> None:
         entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()]

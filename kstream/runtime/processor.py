@@ -33,7 +33,7 @@ class HopLimitExceeded(Permanent):
     """A message passed more nodes than ``hop_limit``: most likely a loop."""
 
 
-class Abandoned(Exception):  # noqa: N818  (control flow, never leaves the runtime)
+class Abandoned(Exception):
     """The worker is stopping or lost the partition while the message waited to retry."""
 
 

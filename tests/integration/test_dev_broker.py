@@ -46,7 +46,7 @@ def _cli_process(*args: str, path: str | None = None) -> subprocess.CompletedPro
     env = {**os.environ, "PATH": path} if path is not None else None
     return subprocess.run(
         [sys.executable, "-m", "kstream.cli.dev", "broker", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
 
 

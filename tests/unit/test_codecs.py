@@ -171,10 +171,6 @@ def test_avro_codec_refuses_a_non_record_schema(tmp_path: Path) -> None:
         codec.decode(b"\x02a")
 
 
-def _millis(t: datetime) -> datetime:
-    return t.replace(microsecond=t.microsecond // 1000 * 1000)
-
-
 def _failed_entry() -> TrashEntry:
     # A record with a key, a JSON value and headers (one of them null), failing after 3 attempts
     record = FakeRecord(
@@ -255,9 +251,7 @@ def test_trash_codec_round_trips_sub_millisecond_times() -> None:
         attempts=(Attempt(t, "x"),), first_failure=t, last_failure=t,
     )
     codec = TrashCodec()
-    back = codec.decode(codec.encode(entry))
-    assert back.first_failure == _millis(t)  # what it is today
-    assert back == entry
+    assert codec.decode(codec.encode(entry)) == entry  # today: 12:00:00.123000
 
 
 @pytest.mark.xfail(strict=True, reason="AvroCodec.decode lets fastavro's bare EOFError escape for truncated/foreign bytes")

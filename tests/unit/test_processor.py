@@ -32,9 +32,14 @@ def _shop(handler: Callable[..., Any], **options: Any) -> Topology:
     t = Topology("shop")
     t.node("parse", source="shop.raw", to=SINK, **options)(handler)
     t.node("enrich", after="parse")(lambda order: order)
-    t.node("audit", after="parse", key=lambda order: order["customer"])(lambda order: order)
+    t.node("audit", after="parse", key=_by_customer)(lambda order: order)
     t.validate()
     return t
+
+
+def _by_customer(order: Any) -> Any:
+    """audit's key function: raises KeyError for a dict without a customer."""
+    return order["customer"] if isinstance(order, dict) else None
 
 
 def _processor(topology: Topology, node: str = "parse", *, hop_limit: int = 100,
@@ -176,15 +181,16 @@ def test_emit_to_a_node_uses_that_nodes_key_function() -> None:
 
 def test_ctx_emit_adds_outputs_to_the_return_value() -> None:
     def handler(order: dict[str, Any], ctx: Context) -> dict[str, Any]:
-        ctx.emit({"side": 1})
+        ctx.emit({"side": 1, "customer": "c2"})
         ctx.emit({"side": 2}, key="s", to="enrich")
-        return {"main": True}
+        return {"main": True, "customer": "c3"}
 
     processor, producer = _processor(_shop(handler))
     _run(processor, _order())
     assert [(orjson.loads(p.value or b""), p.key) for p in producer.to("ns.shop.enrich")] == [
-        ({"main": True}, b"k1"), ({"side": 1}, b"k1"), ({"side": 2}, b"s"),
+        ({"main": True, "customer": "c3"}, b"k1"), ({"side": 1, "customer": "c2"}, b"k1"), ({"side": 2}, b"s"),
     ]
+    assert [p.key for p in producer.to("ns.shop.audit")] == [b"c3", b"c2"]
     assert len(producer.to(SINK)) == 2
 
 
@@ -325,7 +331,7 @@ def test_the_hop_limit_sends_a_message_to_the_trash() -> None:
 def _flaky(fail_times: int, exc: Exception, seen: list[int]) -> Callable[..., Any]:
     def handler(order: dict[str, Any], ctx: Context) -> dict[str, Any]:
         seen.append(ctx.attempt)
-        ctx.emit({"from attempt": ctx.attempt})
+        ctx.emit({"from attempt": ctx.attempt, "customer": "c1"})
         if len(seen) <= fail_times:
             raise exc
         return order
@@ -344,7 +350,7 @@ def test_a_retry_succeeds_on_the_third_attempt() -> None:
     # Then it ran three times, and only the successful attempt's outputs were produced
     assert seen == [1, 2, 3]
     assert producer.to(TRASH) == []
-    assert _values(producer.to("ns.shop.enrich")) == [{"id": 1, "customer": "c1"}, {"from attempt": 3}]
+    assert _values(producer.to("ns.shop.enrich")) == [{"id": 1, "customer": "c1"}, {"from attempt": 3, "customer": "c1"}]
 
 
 def test_async_retries_in_place_too() -> None:
