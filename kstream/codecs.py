@@ -137,7 +137,13 @@ class AvroCodec:
         return buf.getvalue()
 
     def decode(self, data: bytes) -> dict[str, Any]:
-        result = fastavro.schemaless_reader(io.BytesIO(data), self.schema, None)
+        buf = io.BytesIO(data)
+        try:
+            result = fastavro.schemaless_reader(buf, self.schema, None)
+        except (EOFError, ValueError, IndexError, TypeError, OverflowError) as exc:
+            raise DecodeError(f"framework record is not valid Avro: {exc!r}", reason="decode") from None
+        if buf.tell() != len(data):
+            raise DecodeError("framework record is not valid Avro: trailing bytes", reason="decode")
         if not isinstance(result, dict):
             raise DecodeError("framework record is not an Avro record", reason="decode")
         return result

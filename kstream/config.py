@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kstream.errors import ConfigError
+from kstream.errors import ConfigError, DeclarationError
 from kstream.naming import check_name
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
@@ -75,6 +75,12 @@ class RuntimeSettings(_Frozen):
     """Seconds between commits; each commit first waits for all outputs to be acknowledged."""
     shutdown_timeout: float = Field(default=10.0, gt=0)
     """How long a stopping worker lets the message in hand finish before abandoning it."""
+    flood_share: float = Field(default=0.5, gt=0, le=1)
+    """A node stops when more than this share of its recent messages went to the Trash..."""
+    flood_window: int = Field(default=1000, ge=1)
+    """...counted over this many most recent messages..."""
+    flood_min: int = Field(default=100, ge=1)
+    """...once at least this many were seen."""
 
 
 class Settings(_Frozen):
@@ -89,7 +95,10 @@ class Settings(_Frozen):
     @field_validator("namespace")
     @classmethod
     def _namespace_is_a_topic_prefix(cls, value: str) -> str:
-        check_name(value, what="namespace")
+        try:
+            check_name(value, what="namespace")
+        except DeclarationError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("kafka", mode="before")
@@ -129,13 +138,18 @@ def load_settings(
             data = tomllib.loads(file.read_text())
         except OSError as exc:
             raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {file} is not UTF-8 text: {exc.reason}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
     if env.get("KSTREAM_BOOTSTRAP_SERVERS"):
         data["bootstrap_servers"] = env["KSTREAM_BOOTSTRAP_SERVERS"]
     if env.get("KSTREAM_NAMESPACE"):
         data["namespace"] = env["KSTREAM_NAMESPACE"]
-    kafka = dict(data.get("kafka", {}))
+    file_kafka = data.get("kafka", {})
+    if not isinstance(file_kafka, Mapping):
+        raise ConfigError("invalid setting kafka: must be a table of librdkafka properties")
+    kafka = dict(file_kafka)
     for name, value in env.items():
         if name.startswith("KSTREAM_KAFKA_"):
             kafka[name.removeprefix("KSTREAM_KAFKA_").lower().replace("_", ".")] = value

@@ -10,19 +10,25 @@ Format = Literal["mermaid", "dot"]
 
 
 def render(topology: Topology, namespace: str, fmt: Format = "mermaid") -> str:
+    ids: dict[tuple[str, str], str] = {}
+
+    def node_id(kind: str, name: str) -> str:
+        """Ids by position: always valid in Mermaid and DOT, never shared by two names."""
+        return ids.setdefault((kind, name), f"{kind}{len(ids)}")
+
     edges: list[tuple[str, str, str]] = []  # (from id, to id, label)
     labels: dict[str, tuple[str, str]] = {}  # id -> (label, shape)
     for name in topology.order():
         node = topology.nodes[name]
-        labels[f"n_{name}"] = (f"{name}" + (f" (prefetch {node.prefetch})" if node.prefetch > 1 else ""), "node")
+        labels[node_id("n", name)] = (f"{name}" + (f" (prefetch {node.prefetch})" if node.prefetch > 1 else ""), "node")
         if node.source:
-            labels[_topic_id(node.source)] = (node.source, "topic")
-            edges.append((_topic_id(node.source), f"n_{name}", ""))
+            labels[node_id("t", node.source)] = (node.source, "topic")
+            edges.append((node_id("t", node.source), node_id("n", name), ""))
         for a in node.after:
-            edges.append((f"n_{a}", f"n_{name}", node.input_topic(namespace)))
+            edges.append((node_id("n", a), node_id("n", name), node.input_topic(namespace)))
         for t in node.to:
-            labels[_topic_id(t)] = (t, "topic")
-            edges.append((f"n_{name}", _topic_id(t), ""))
+            labels[node_id("t", t)] = (t, "topic")
+            edges.append((node_id("n", name), node_id("t", t), ""))
     if fmt == "dot":
         lines = [f'digraph "{topology.name}" {{', "  rankdir=LR;"]
         for ident, (label, shape) in labels.items():
@@ -37,6 +43,3 @@ def render(topology: Topology, namespace: str, fmt: Format = "mermaid") -> str:
         lines.append(f"  {a} -->|{label}| {b}" if label else f"  {a} --> {b}")
     return "\n".join(lines)
 
-
-def _topic_id(topic: str) -> str:
-    return "t_" + "".join(c if c.isalnum() else "_" for c in topic)

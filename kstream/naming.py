@@ -13,8 +13,9 @@ _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 def check_name(name: object, *, what: str, node: str | None = None) -> str:
     """A topology, node or namespace name becomes one dot-separated part of topic names."""
     if not isinstance(name, str) or not _NAME.match(name):
+        where = f"node {node!r}: " if node is not None and what != "node" else ""
         raise DeclarationError(
-            f"{what} name {name!r} is not usable in a topic name: use 1-100 of A-Z a-z 0-9 _ -",
+            f"{where}{what} name {name!r} is not usable in a topic name: use 1-100 of A-Z a-z 0-9 _ -",
             node=node,
         )
     return name

@@ -8,6 +8,7 @@ Errors a declaration can show on its own (bad name, duplicate, no input, bad han
 from __future__ import annotations
 
 import inspect
+import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_type_hints
@@ -183,22 +184,40 @@ def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(value)
 
 
+_UNRESOLVED: Any = object()
+
+
+def _hint(fn: Handler, param: inspect.Parameter) -> Any:
+    """One parameter's annotation, resolved on its own (one bad hint must not spoil the others)."""
+    if param.annotation is inspect.Parameter.empty:
+        return inspect.Parameter.empty
+    probe = types.SimpleNamespace(__annotations__={param.name: param.annotation})
+    try:
+        return get_type_hints(probe, globalns=getattr(fn, "__globals__", {}))[param.name]
+    except Exception:  # noqa: BLE001  (a forward reference that does not resolve)
+        return _UNRESOLVED
+
+
 def _signature(fn: Handler, node: str) -> tuple[Any, bool]:
     """The payload annotation and whether the handler takes a :class:`Context`."""
     if not callable(fn):
         raise DeclarationError(f"node {node!r}: the handler must be a function", node=node)
+    if inspect.isasyncgenfunction(fn):
+        raise DeclarationError(f"node {node!r}: an async generator cannot be a handler (return a list or use ctx.emit)", node=node)
     params = list(inspect.signature(fn).parameters.values())
     if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
         raise DeclarationError(f"node {node!r}: the handler's first parameter receives the payload", node=node)
     if len(params) > 2:
         raise DeclarationError(f"node {node!r}: a handler takes (payload) or (payload, ctx)", node=node)
-    try:
-        hints = get_type_hints(fn)
-    except Exception:  # noqa: BLE001  (unresolvable forward refs: fall back to raw annotations)
-        hints = {p.name: p.annotation for p in params}
-    payload = hints.get(params[0].name, inspect.Parameter.empty)
+    if len(params) == 2 and params[1].kind not in (params[1].POSITIONAL_ONLY, params[1].POSITIONAL_OR_KEYWORD):
+        raise DeclarationError(f"node {node!r}: the Context must be the second positional parameter", node=node)
+    payload = _hint(fn, params[0])
+    if payload is _UNRESOLVED:
+        raise DeclarationError(
+            f"node {node!r}: cannot resolve the payload annotation {params[0].annotation!r}: "
+            "define it at module level or import it at runtime", node=node)
     if len(params) == 2:
-        ctx_hint = hints.get(params[1].name, inspect.Parameter.empty)
-        if ctx_hint not in (inspect.Parameter.empty, Context) and params[1].name != "ctx":
+        ctx_hint = _hint(fn, params[1])
+        if ctx_hint not in (inspect.Parameter.empty, Context, _UNRESOLVED) and params[1].name != "ctx":
             raise DeclarationError(f"node {node!r}: the second parameter must be the Context", node=node)
     return payload, len(params) == 2

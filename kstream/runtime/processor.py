@@ -70,11 +70,14 @@ class NodeProcessor:
 
     # -- the two entry points -------------------------------------------------------------
 
-    def handle(self, msg: Record) -> None:
-        """Process one message with a sync handler; retries in place (the partition waits)."""
+    def handle(self, msg: Record) -> bool:
+        """Process one message with a sync handler; retries in place (the partition waits).
+
+        Returns True when the message went to the Trash.
+        """
         env = self._envelope(msg)
         if env is None:
-            return
+            return True
         fn, takes_context, decode = self.node.fn, self.node.takes_context, self.node.decode
         history: list[Attempt] = []
         while True:
@@ -85,16 +88,16 @@ class NodeProcessor:
                 planned = self._plan(msg, env, result, ctx)
             except Exception as exc:  # noqa: BLE001  (every failure is the message's, not ours)
                 if self._give_up(msg, env, exc, history):
-                    return
+                    return True
                 continue
             self._send(planned, env)
-            return
+            return False
 
-    async def handle_async(self, msg: Record) -> None:
-        """Process one message with an async handler; retries in place."""
+    async def handle_async(self, msg: Record) -> bool:
+        """Process one message with an async handler; retries in place. True: went to the Trash."""
         env = self._envelope(msg)
         if env is None:
-            return
+            return True
         fn, takes_context, decode = self.node.fn, self.node.takes_context, self.node.decode
         timeout = self.retry.timeout
         history: list[Attempt] = []
@@ -107,10 +110,10 @@ class NodeProcessor:
                 planned = self._plan(msg, env, result, ctx)
             except Exception as exc:  # noqa: BLE001
                 if self._give_up(msg, env, exc, history):
-                    return
+                    return True
                 continue
             self._send(planned, env)
-            return
+            return False
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -127,6 +130,8 @@ class NodeProcessor:
             self._trash(failure_entry(msg, topology=self.topology, node=self.node.name, exc=over,
                                       workflow=env.workflow, reason=REASON_HOP_LIMIT))
             return None
+        if env.workflow is None:
+            env.workflow = self._ids()  # the run starts here: ctx, outputs and trash share this id
         return env
 
     def _context(self, msg: Record, env: hdr.Envelope, attempt: int) -> Context:

@@ -28,6 +28,7 @@ from typing import Any
 from kstream.config import RuntimeSettings
 from kstream.errors import DeliveryFailed
 from kstream.kafka.port import Consumer, Producer, TopicPartition
+from kstream.runtime.flood import FloodGuard
 from kstream.runtime.processor import Abandoned, NodeProcessor
 from kstream.types import Record
 
@@ -110,6 +111,7 @@ class Worker:
         self._yield = False
         self._paused = False
         self._busy: Future[Any] | None = None
+        self._flood = FloodGuard(self.name, share=settings.flood_share, window=settings.flood_window, minimum=settings.flood_min)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -137,6 +139,8 @@ class Worker:
             self._commit(asynchronous=False)
             self.state = State.STOPPED
         except BaseException:
+            # Nothing is committed on the way out: a failed worker's uncommitted messages are
+            # processed again by whoever takes its partitions.
             self.state = State.FAILED
             raise
         finally:
@@ -174,27 +178,29 @@ class Worker:
             self._consumer.resume(self._consumer.assignment())
 
     def _process(self, batch: list[Record]) -> int:
-        handle, done = self.processor.handle, self._done
+        handle, done, record = self.processor.handle, self._done, self._flood.record
         for i, msg in enumerate(batch):
             if self._yield:
                 return i
             try:
-                handle(msg)
+                failed = handle(msg)
             except Abandoned:
                 return i
+            record(failed)
             done[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
             self.processed += 1
         return len(batch)
 
     async def _process_async(self, batch: list[Record]) -> int:
-        handle, done = self.processor.handle_async, self._done
+        handle, done, record = self.processor.handle_async, self._done, self._flood.record
         for i, msg in enumerate(batch):
             if self._yield:
                 return i
             try:
-                await handle(msg)
+                failed = await handle(msg)
             except Abandoned:
                 return i
+            record(failed)
             done[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
             self.processed += 1
         return len(batch)

@@ -166,7 +166,6 @@ def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
     assert "\n" not in str(raised.value)
 
 
-@pytest.mark.xfail(strict=True, reason="config.load_settings: UnicodeDecodeError from Path.read_text escapes")
 def test_a_binary_file_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "kstream.toml"
     path.write_bytes(b"\xff\xfe\x00n\x00s")
@@ -174,15 +173,12 @@ def test_a_binary_file_is_a_config_error(tmp_path: Path) -> None:
         load_settings(path, environ={})
 
 
-@pytest.mark.xfail(strict=True, reason="config.load_settings: dict(data['kafka']) raises ValueError/TypeError when kafka is not a table")
 @pytest.mark.parametrize("text", ['kafka = "security.protocol=SSL"\n', "kafka = 5\n"])
 def test_a_kafka_setting_that_is_not_a_table_is_a_config_error(tmp_path: Path, text: str) -> None:
     with pytest.raises(ConfigError, match="kafka"):
         load_settings(_file(tmp_path, text), environ={})
 
 
-@pytest.mark.xfail(strict=True, reason="Settings._namespace_is_a_topic_prefix lets check_name's DeclarationError escape "
-                                       "(pydantic wraps only ValueError/AssertionError)")
 @pytest.mark.parametrize("source", ["file", "environment", "override"])
 def test_a_bad_namespace_is_a_config_error(tmp_path: Path, source: str) -> None:
     # Given a namespace that cannot prefix a topic name, from each source

@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     # 3: what is declared and stored (batch and limits: design.md s.8 / style.md, not written yet)
     "kstream.topology": 3,
     "kstream.trash": 3,
+    "kstream.trash_store": 3,
     "kstream.graph": 3,
     "kstream.provision": 3,
     "kstream.loader": 3,

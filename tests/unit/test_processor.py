@@ -209,8 +209,6 @@ def test_the_context_describes_the_message() -> None:
     assert ctx.log.name == "kstream.node.shop.parse"
 
 
-@pytest.mark.xfail(strict=True, reason="processor._send starts a new workflow id (self._ids()) that differs from "
-                                       "ctx.workflow_id (env.message_id) for an entry message")
 def test_an_entry_messages_context_sees_the_workflow_id_its_outputs_carry() -> None:
     seen: list[str] = []
 

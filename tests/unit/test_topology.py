@@ -128,14 +128,12 @@ def test_get_of_an_unknown_node_names_it_and_the_known_ones() -> None:
         t.get("nope")
 
 
-@pytest.mark.xfail(strict=True, reason="naming.check_name(what='after') does not put the declaring node in the message")
 def test_a_bad_after_name_names_the_declaring_node() -> None:
     with pytest.raises(DeclarationError) as raised:
         _declare(Topology("t"), "enrich", after="a.b")
     assert "enrich" in str(raised.value)
 
 
-@pytest.mark.xfail(strict=True, reason="topology._signature accepts a keyword-only ctx; the processor passes ctx positionally")
 def test_a_keyword_only_context_parameter_is_rejected() -> None:
     def handler(payload: Any, *, ctx: Context) -> None: ...
 
@@ -143,7 +141,6 @@ def test_a_keyword_only_context_parameter_is_rejected() -> None:
         _declare(Topology("t"), "parse", handler, source="in")
 
 
-@pytest.mark.xfail(strict=True, reason="topology._signature treats an async generator function as a sync handler")
 def test_an_async_generator_handler_is_rejected() -> None:
     async def handler(payload: Any) -> Any:
         yield payload
@@ -259,8 +256,6 @@ def test_str_annotation_decodes_utf8() -> None:
     assert _decoder(handler)("héllo".encode()) == "héllo"
 
 
-@pytest.mark.xfail(strict=True, reason="topology._signature falls back to raw string annotations for ALL parameters "
-                                       "when one hint does not resolve: payload 'bytes' then decodes as JSON")
 def test_an_unresolvable_context_annotation_does_not_change_the_payload_decoder() -> None:
     # Given a bytes handler whose ctx annotation cannot be resolved (e.g. imported under TYPE_CHECKING)
     def handler(payload: bytes, ctx: NotImportedContext) -> None: ...  # noqa: F821
@@ -269,7 +264,6 @@ def test_an_unresolvable_context_annotation_does_not_change_the_payload_decoder(
     assert _decoder(handler)(b"\xffraw") == b"\xffraw"
 
 
-@pytest.mark.xfail(strict=True, reason="topology._signature silently decodes an unresolvable model annotation as JSON")
 def test_an_unresolvable_model_annotation_is_not_silently_json() -> None:
     # Given a model defined in a function, in a module with `from __future__ import annotations`
     class Local(BaseModel):
