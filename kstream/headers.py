@@ -8,10 +8,12 @@ starts a new workflow.
 from __future__ import annotations
 
 import itertools
+import json
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from kstream.types import HeaderList
+from kstream.types import Attempt, HeaderList, Record
 
 ID = "kstream-id"
 WORKFLOW = "kstream-workflow"
@@ -21,8 +23,13 @@ ATTEMPT = "kstream-attempt"
 ORIGIN = "kstream-origin"
 REPLAY_OF = "kstream-replay-of"
 TRACEPARENT = "traceparent"
+# Only on messages in a node's retry topic:
+DUE = "kstream-due"                    # epoch ms before which the retry must not run
+ATTEMPTS = "kstream-attempts"          # JSON [[epoch ms, error], ...] of the failed tries so far
+RETRY_SOURCE = "kstream-retry-source"  # topic/partition/offset of the original input
+_RETRY = frozenset({ATTEMPT, DUE, ATTEMPTS, RETRY_SOURCE})
 # Set per message by the writer, never copied from an input to its outputs.
-_NOT_INHERITED = frozenset({ID, WORKFLOW, PARENT, HOPS, ATTEMPT, ORIGIN, REPLAY_OF})
+_NOT_INHERITED = frozenset({ID, WORKFLOW, PARENT, HOPS, ATTEMPT, ORIGIN, REPLAY_OF, DUE, ATTEMPTS, RETRY_SOURCE})
 
 
 class IdGenerator:
@@ -48,6 +55,14 @@ class Envelope:
     attempt: int
     carried: HeaderList
     """Headers passed on unchanged to outputs (``traceparent`` and any foreign ones)."""
+    attempts: bytes | None = None
+    """Raw ``kstream-attempts`` of a retried message; parsed only when it fails again."""
+
+    def history(self) -> list[Attempt]:
+        """The failed tries before this one (carried through the retry topic)."""
+        if not self.attempts:
+            return []
+        return [Attempt(datetime.fromtimestamp(ms / 1000, UTC), error) for ms, error in json.loads(self.attempts)]
 
     def outgoing(self, origin: str, new_workflow: str) -> HeaderList:
         """Headers of an output of this message, except ``kstream-id`` (one per output)."""
@@ -64,6 +79,7 @@ class Envelope:
 def read(headers: HeaderList | None, topic: str, partition: int, offset: int) -> Envelope:
     """Parse an input's headers; raises ``ValueError`` on a kstream header that makes no sense."""
     message_id = workflow = None
+    attempts: bytes | None = None
     hops = 0
     attempt = 1
     carried: HeaderList = []
@@ -81,9 +97,40 @@ def read(headers: HeaderList | None, topic: str, partition: int, offset: int) ->
                 hops = int(value)
             elif name == ATTEMPT:
                 attempt = int(value)
+            elif name == ATTEMPTS:
+                attempts = value
         if hops < 0 or attempt < 1:
             raise ValueError(f"header {HOPS}={hops} / {ATTEMPT}={attempt} out of range")
-    return Envelope(message_id or f"{topic}/{partition}/{offset}", workflow, hops, attempt, carried)
+    return Envelope(message_id or f"{topic}/{partition}/{offset}", workflow, hops, attempt, carried, attempts)
+
+
+def for_retry(msg: Record, *, attempt: int, due_ms: int, history: list[Attempt]) -> HeaderList:
+    """Headers of ``msg`` re-sent to its node's retry topic: the original ones plus when and how often."""
+    headers = msg.headers() or []
+    source = get(headers, RETRY_SOURCE) or f"{msg.topic()}/{msg.partition()}/{msg.offset()}".encode()
+    kept = [(k, v) for k, v in headers if k not in _RETRY]
+    record = [[int(a.time.timestamp() * 1000), a.error] for a in history]
+    return [*kept, (ATTEMPT, str(attempt).encode()), (DUE, str(due_ms).encode()),
+            (ATTEMPTS, json.dumps(record).encode()), (RETRY_SOURCE, source)]
+
+
+def due_ms(headers: HeaderList | None) -> int:
+    """When a retry may run (epoch ms); 0 for a message that is not a retry."""
+    value = get(headers, DUE)
+    return int(value) if value else 0
+
+
+def retry_source(headers: HeaderList | None) -> tuple[str, int, int] | None:
+    """The original input position of a retried message."""
+    value = get(headers, RETRY_SOURCE)
+    if value is None:
+        return None
+    topic, partition, offset = value.decode().rsplit("/", 2)
+    return topic, int(partition), int(offset)
+
+
+def strip_retry(headers: HeaderList) -> HeaderList:
+    return [(k, v) for k, v in headers if k not in _RETRY]
 
 
 def get(headers: HeaderList | None, name: str) -> bytes | None:

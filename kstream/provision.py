@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from kstream.config import Settings
 from kstream.kafka.port import Admin, NewTopic, TopicState
+from kstream.naming import retry_topic
 from kstream.topology import Topology
 
 COMPACTED = {"cleanup.policy": "compact"}
@@ -49,6 +50,17 @@ class Change:
         return f"{self.action.value:<8} {self.want.name}" + (f"  {self.detail}" if self.detail else "")
 
 
+def retry_topic_of(topology: Topology, name: str, namespace: str) -> str | None:
+    """The retry topic of an unordered node that retries (``ordering="none"``), else None.
+
+    Ordered nodes retry in place: the partition (or the key) waits, so order holds.
+    """
+    node = topology.nodes[name]
+    if node.ordering == "none" and node.retry is not None and node.retry.attempts > 1:
+        return retry_topic(namespace, topology.name, name)
+    return None
+
+
 def wanted(topology: Topology, settings: Settings) -> list[Want]:
     """Every topic the topology reads or writes, kstream's own first."""
     ns, topics = settings.namespace, settings.topics
@@ -58,6 +70,10 @@ def wanted(topology: Topology, settings: Settings) -> list[Want]:
         if node.source is None:
             parts, rf, config = topics.for_node(topology.name, name)
             result[node.input_topic(ns)] = Want(node.input_topic(ns), parts, rf, config)
+        retry = retry_topic_of(topology, name, ns)
+        if retry is not None:
+            parts, rf, config = topics.for_node(topology.name, name)
+            result[retry] = Want(retry, parts, rf, config)
     for internal in (settings.trash_topic, settings.cursors_topic):
         result[internal] = Want(internal, topics.partitions, topics.replication_factor, dict(COMPACTED))
     for node in topology.nodes.values():

@@ -14,21 +14,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kstream import headers as hdr
 from kstream.codecs import AvroCodec
 from kstream.errors import DecodeError
 from kstream.schemas import schema_path
-from kstream.types import HeaderList, Record
+from kstream.types import Attempt, HeaderList, Record
 
 REASON_DECODE = "decode"
 REASON_VALIDATION = "validation"
 REASON_ERROR = "error"
 REASON_HOP_LIMIT = "hop limit"
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    time: datetime
-    error: str
 
 
 @dataclass(frozen=True)
@@ -107,12 +102,17 @@ def failure_entry(
     message = str(exc) or type(exc).__name__
     history = attempts or (Attempt(now, f"{type(exc).__name__}: {message}"),)
     topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+    headers = list(msg.headers() or [])
+    source = hdr.retry_source(headers)
+    if source is not None:  # failed on a retry: the entry points at the original input
+        topic, partition, offset = source
+        headers = hdr.strip_retry(headers)
     return TrashEntry(
         id=entry_id(topology, node, topic, partition, offset),
         topology=topology, node=node, reason=reason or reason_of(exc),
         error_type=type(exc).__name__, error_message=message,
         traceback="".join(traceback.format_exception(exc)) if exc.__traceback__ else "",
-        key=msg.key(), value=msg.value(), headers=list(msg.headers() or []),
+        key=msg.key(), value=msg.value(), headers=headers,
         topic=topic, partition=partition, offset=offset, workflow=workflow,
         attempts=history, first_failure=history[0].time, last_failure=history[-1].time,
     )

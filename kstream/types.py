@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 HeaderList = list[tuple[str, bytes | None]]
@@ -29,3 +31,11 @@ class Record(Protocol):
     def headers(self) -> HeaderList | None: ...
 
     def timestamp(self) -> tuple[int, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One failed try of a message at a node: when, and the error as one line."""
+
+    time: datetime
+    error: str

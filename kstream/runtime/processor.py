@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 from types import GeneratorType
 from typing import Any
@@ -22,8 +23,8 @@ from kstream.errors import DecodeError, Permanent
 from kstream.kafka.port import Producer
 from kstream.retry import NO_RETRY, Retry
 from kstream.topology import KeyFunc, Node, Topology
-from kstream.trash import REASON_HOP_LIMIT, Attempt, TrashCodec, TrashEntry, failure_entry
-from kstream.types import Record
+from kstream.trash import REASON_HOP_LIMIT, TrashCodec, TrashEntry, failure_entry
+from kstream.types import Attempt, Record
 
 Route = tuple[str, KeyFunc | None]
 Planned = tuple[str, bytes, bytes | None]
@@ -50,6 +51,7 @@ class NodeProcessor:
         trash_topic: str,
         hop_limit: int,
         stop: threading.Event,
+        retry_topic: str | None = None,
     ) -> None:
         self.node = node
         self.topology = topology.name
@@ -66,14 +68,16 @@ class NodeProcessor:
         self._hop_limit = hop_limit
         self._stop = stop
         self._ids = hdr.IdGenerator()
+        self._retry_topic = retry_topic
         self.trashed = 0
 
     # -- the two entry points -------------------------------------------------------------
 
     def handle(self, msg: Record) -> bool:
-        """Process one message with a sync handler; retries in place (the partition waits).
+        """Process one message with a sync handler. Returns True when it went to the Trash.
 
-        Returns True when the message went to the Trash.
+        Retries wait in place (the partition waits: order holds), or, on a node with a retry
+        topic, the message is handed to that topic with a due time and this returns False.
         """
         env = self._envelope(msg)
         if env is None:
@@ -81,20 +85,23 @@ class NodeProcessor:
         fn, takes_context, decode = self.node.fn, self.node.takes_context, self.node.decode
         history: list[Attempt] = []
         while True:
-            ctx = self._context(msg, env, len(history) + 1) if takes_context else None
+            ctx = self._context(msg, env, env.attempt + len(history)) if takes_context else None
             try:
                 payload = decode(msg.value())
                 result = fn(payload, ctx) if ctx is not None else fn(payload)
                 planned = self._plan(msg, env, result, ctx)
             except Exception as exc:  # noqa: BLE001  (every failure is the message's, not ours)
-                if self._give_up(msg, env, exc, history):
-                    return True
+                outcome = self._failed(msg, env, exc, history)
+                if isinstance(outcome, bool):
+                    return outcome
+                if self._stop.wait(outcome):
+                    raise Abandoned(env.message_id) from None
                 continue
             self._send(planned, env)
             return False
 
     async def handle_async(self, msg: Record) -> bool:
-        """Process one message with an async handler; retries in place. True: went to the Trash."""
+        """:meth:`handle` for an async handler; ``Retry.timeout`` cancels a hung attempt."""
         env = self._envelope(msg)
         if env is None:
             return True
@@ -102,18 +109,27 @@ class NodeProcessor:
         timeout = self.retry.timeout
         history: list[Attempt] = []
         while True:
-            ctx = self._context(msg, env, len(history) + 1) if takes_context else None
+            ctx = self._context(msg, env, env.attempt + len(history)) if takes_context else None
             try:
                 payload = decode(msg.value())
                 call = fn(payload, ctx) if ctx is not None else fn(payload)
                 result = await (asyncio.wait_for(call, timeout) if timeout else call)
                 planned = self._plan(msg, env, result, ctx)
             except Exception as exc:  # noqa: BLE001
-                if self._give_up(msg, env, exc, history):
-                    return True
+                outcome = self._failed(msg, env, exc, history)
+                if isinstance(outcome, bool):
+                    return outcome
+                await self._sleep(outcome, env)
                 continue
             self._send(planned, env)
             return False
+
+    async def _sleep(self, delay: float, env: hdr.Envelope) -> None:
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            if self._stop.is_set():
+                raise Abandoned(env.message_id)
+            await asyncio.sleep(min(left, 0.1))
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -141,21 +157,30 @@ class NodeProcessor:
             topic=msg.topic() or "", partition=msg.partition() or 0, offset=msg.offset() or 0, log=self.log,
         )
 
-    def _give_up(self, msg: Record, env: hdr.Envelope, exc: Exception, history: list[Attempt]) -> bool:
-        """Record a failed attempt; wait and return False to retry, or trash and return True."""
+    def _failed(self, msg: Record, env: hdr.Envelope, exc: Exception, history: list[Attempt]) -> float | bool:
+        """Record a failed attempt. Returns seconds to wait before retrying in place, True when
+        the message went to the Trash, False when it went to the retry topic."""
         history.append(Attempt(datetime.now(UTC), f"{type(exc).__name__}: {exc}"))
-        attempt = len(history)
+        attempt = env.attempt + len(history) - 1
         retryable = not isinstance(exc, Permanent) and isinstance(exc, self.retry.on)
         if retryable and attempt < self.retry.attempts:
             delay = self.retry.delay(attempt)
-            self.log.warning("attempt %d of %s failed (%s: %s); retrying in %.2fs",
-                             attempt, env.message_id, type(exc).__name__, exc, delay)
-            if self._stop.wait(delay):
-                raise Abandoned(env.message_id)
+            self.log.warning("attempt %d of %s failed (%s: %s); retrying in %.2fs%s", attempt, env.message_id,
+                             type(exc).__name__, exc, delay, " via the retry topic" if self._retry_topic else "")
+            if self._retry_topic is None:
+                return delay
+            self._defer(msg, env, attempt, delay, history)
             return False
-        self._trash(failure_entry(msg, topology=self.topology, node=self.node.name, exc=exc,
-                                  workflow=env.workflow, attempts=tuple(history)))
+        self._trash(failure_entry(msg, topology=self.topology, node=self.node.name, exc=exc, workflow=env.workflow,
+                                  attempts=(*env.history(), *history)))
         return True
+
+    def _defer(self, msg: Record, env: hdr.Envelope, attempt: int, delay: float, history: list[Attempt]) -> None:
+        """Hand the message to the node's retry topic, due ``delay`` seconds from now."""
+        assert self._retry_topic is not None
+        due = int((time.time() + delay) * 1000)
+        self._produce(self._retry_topic, msg.value(), msg.key(),
+                      hdr.for_retry(msg, attempt=attempt + 1, due_ms=due, history=[*env.history(), *history]))
 
     def _trash(self, entry: TrashEntry) -> None:
         self.trashed += 1

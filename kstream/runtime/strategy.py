@@ -1,0 +1,58 @@
+"""How a worker runs handlers on what it polled: the contract between the poll loop and the
+two strategies, :class:`kstream.runtime.serial.Serial` (prefetch 1, strictly in order) and
+:class:`kstream.runtime.concurrent.Concurrent` (prefetch N, per-key order or none)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from kstream.types import Record
+
+Partition = tuple[str, int]
+KeepAlive = Callable[[], None]
+"""Called by a strategy that blocks the poll thread, at least every ~0.5 s: polls the consumer
+(partitions paused) so the group membership never expires."""
+
+
+class Strategy(Protocol):
+    """Every method is called from the worker's poll thread only.
+
+    ``submit`` takes a batch in offset order per partition. It may block (the serial strategy
+    runs the batch, calling ``keepalive`` meanwhile) or only queue it (the concurrent one). It
+    returns the tail it did not take (interrupted by a revocation or a stop), which the caller
+    submits again, first, if it still owns those partitions. A message it took is either
+    finished (its offset becomes committable) or abandoned uncommitted on ``revoke``/``drain``.
+    """
+
+    processed: int
+    """Messages finished so far (outputs produced or sent to the Trash)."""
+
+    def submit(self, batch: list[Record], keepalive: KeepAlive) -> list[Record]: ...
+
+    def full(self) -> bool:
+        """True while the in-flight buffer is full: the poll thread pauses its partitions."""
+        ...
+
+    def committable(self) -> dict[Partition, int]:
+        """Per partition, the next offset to commit: everything below it is finished."""
+        ...
+
+    def revoke(self, partitions: set[Partition], timeout: float) -> None:
+        """Drop queued messages of ``partitions`` and wait up to ``timeout`` for their in-flight
+        ones; what is still running after that is abandoned uncommitted."""
+        ...
+
+    def forget(self, partitions: set[Partition]) -> None:
+        """The partitions are gone (after their last commit): drop their offsets."""
+        ...
+
+    def drain(self, timeout: float) -> None:
+        """Stopping: finish what runs (up to ``timeout``), start nothing new."""
+        ...
+
+    def check(self) -> None:
+        """Raise the fatal error a handler thread hit (e.g. the flood limit), if any."""
+        ...
+
+    def close(self) -> None: ...
