@@ -7,11 +7,13 @@ import threading
 from collections.abc import Sequence
 
 from kstream.config import Settings
-from kstream.kafka.confluent import KafkaAdmin, KafkaConsumer, KafkaProducer
+from kstream.kafka.confluent import KafkaAdmin, KafkaConsumer, KafkaProducer, KafkaTopicReader, KafkaTransactionalProducer
 from kstream.naming import group_id
+from kstream.provision import retry_topic_of
 from kstream.runtime.processor import NodeProcessor
 from kstream.runtime.worker import State, Worker
 from kstream.topology import Topology
+from kstream.trash_store import TrashStore
 
 log = logging.getLogger("kstream")
 
@@ -29,12 +31,14 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
     node = topology.get(name)
     ns = settings.namespace
     prod = producer(settings)
+    retry = retry_topic_of(topology, node.name, ns)
     processor = NodeProcessor(
         topology, node, namespace=ns, producer=prod, trash_topic=settings.trash_topic,
-        hop_limit=settings.hop_limit, stop=stop,
+        hop_limit=settings.hop_limit, stop=stop, retry_topic=retry,
     )
     consumer = KafkaConsumer(settings.bootstrap_servers, group_id(ns, topology.name, name), settings.kafka)
-    return Worker(processor, consumer, prod, topic=node.input_topic(ns), settings=settings.runtime, stop=stop)
+    topics = [node.input_topic(ns)] + ([retry] if retry else [])
+    return Worker(processor, consumer, prod, topics=topics, settings=settings.runtime, stop=stop, retry_topic=retry)
 
 
 def run_workers(workers: Sequence[Worker], stop: threading.Event) -> bool:
@@ -62,3 +66,13 @@ def run_workers(workers: Sequence[Worker], stop: threading.Event) -> bool:
     if errors:
         raise errors[0]
     return all(w.state is State.STOPPED for w in workers)
+
+
+def trash_store(settings: Settings, *, batch_size: int = 500) -> TrashStore:
+    """The Trash tools' store: a ``read_committed`` reader and one transactional producer whose
+    stable id (``{ns}.trash-tool``) lets each run fence an earlier, killed one."""
+    def transactional() -> KafkaTransactionalProducer:
+        return KafkaTransactionalProducer(settings.bootstrap_servers, settings.kafka, f"{settings.namespace}.trash-tool")
+
+    return TrashStore(settings.trash_topic, KafkaTopicReader(settings.bootstrap_servers, settings.kafka), transactional,
+                      batch_size=batch_size)

@@ -11,6 +11,7 @@ from kstream.cli.dev import dev
 from kstream.cli.graph import graph
 from kstream.cli.run import run
 from kstream.cli.topics import topics
+from kstream.cli.trash import trash
 
 
 def _kafka_props(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -47,6 +48,7 @@ cli.add_command(dev)
 cli.add_command(topics)
 cli.add_command(run)
 cli.add_command(graph)
+cli.add_command(trash)
 
 
 def main() -> None:

@@ -99,7 +99,16 @@ class KafkaConsumer:
         self._consumer = confluent_kafka.Consumer(conf)
 
     def subscribe(self, topics: Sequence[str], on_assign: RebalanceCallback, on_revoke: RebalanceCallback) -> None:
-        def assigned(_: object, parts: list[CkTopicPartition]) -> None:
+        def assigned(consumer: Any, parts: list[CkTopicPartition]) -> None:
+            # Assign here rather than after the callback, so the worker can pause the new
+            # partitions; and resume first: librdkafka keeps a partition's pause flag from an
+            # earlier assignment, which would leave a returning partition silently stalled.
+            try:
+                consumer.incremental_assign(parts)
+            except KafkaException:
+                consumer.assign(parts)  # the classic eager protocol, if configured
+            if parts:
+                consumer.resume(parts)
             on_assign([TopicPartition(p.topic, p.partition) for p in parts])
 
         def revoked(_: object, parts: list[CkTopicPartition]) -> None:
@@ -300,3 +309,108 @@ class KafkaAdmin:
             raise broker_error(exc, f"reading lag of {group} failed") from None
         finally:
             consumer.close()
+
+
+class KafkaTopicReader:
+    """:class:`kstream.kafka.port.TopicReader`: an assigned (group-less) ``read_committed`` consumer.
+
+    The end of each partition is where librdkafka reports partition EOF: under ``read_committed``
+    that is the last stable offset, so an open transaction is neither waited for nor returned.
+    """
+
+    def __init__(self, bootstrap: str, kafka: Mapping[str, str]) -> None:
+        self._bootstrap = bootstrap
+        self._kafka = dict(kafka)
+
+    def read_compacted(self, topic: str, timeout: float) -> list[Record]:
+        conf = _config({}, self._kafka, {
+            "bootstrap.servers": self._bootstrap, "group.id": f"kstream-reader-{time.time_ns()}",
+            "enable.auto.commit": "false", "enable.partition.eof": "true",
+            "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+        })
+        conf.pop("group.protocol", None)
+        consumer = confluent_kafka.Consumer(conf)
+        deadline = time.monotonic() + timeout
+        try:
+            meta = consumer.list_topics(topic, timeout=timeout)
+            tmeta = meta.topics.get(topic)
+            if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+                return []
+            pending = set()
+            for p in sorted(tmeta.partitions):
+                low, high = consumer.get_watermark_offsets(CkTopicPartition(topic, p), timeout=timeout, cached=False)
+                if high > low:
+                    pending.add(p)
+            if not pending:
+                return []
+            consumer.assign([CkTopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in sorted(pending)])
+            out: list[Record] = []
+            while pending:
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"reading {topic} did not reach its end within {timeout:g} s")
+                for m in consumer.consume(1000, 0.2):
+                    err = m.error()
+                    if err is None:
+                        out.append(cast(Record, m))
+                    elif err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(m.partition())
+                    else:
+                        _error_event(err)
+            return out
+        except KafkaException as exc:
+            raise broker_error(exc, f"reading {topic} failed") from None
+        finally:
+            consumer.close()
+
+
+class KafkaTransactionalProducer:
+    """:class:`kstream.kafka.port.TransactionalProducer` on a transactional ``confluent_kafka.Producer``."""
+
+    def __init__(self, bootstrap: str, kafka: Mapping[str, str], transactional_id: str) -> None:
+        conf = _config(PRODUCER_DEFAULTS, kafka, {"bootstrap.servers": bootstrap, "transactional.id": transactional_id})
+        self._producer = confluent_kafka.Producer(conf)
+
+    def init(self, timeout: float) -> None:
+        try:
+            self._producer.init_transactions(timeout)
+        except KafkaException as exc:
+            raise broker_error(exc, "initialising transactions failed") from None
+
+    def begin(self) -> None:
+        try:
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            raise broker_error(exc, "beginning a transaction failed") from None
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: HeaderList | None) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=cast(Any, headers))
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                raise broker_error(exc, f"produce to {topic} failed") from None
+
+    def commit(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._producer.commit_transaction(max(0.1, deadline - time.monotonic()))
+                return
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.retriable() and time.monotonic() < deadline:
+                    continue
+                if isinstance(err, KafkaError) and err.txn_requires_abort():
+                    self.abort(timeout)
+                raise broker_error(exc, "committing the transaction failed") from None
+
+    def abort(self, timeout: float) -> None:
+        try:
+            self._producer.abort_transaction(timeout)
+        except KafkaException as exc:
+            raise broker_error(exc, "aborting the transaction failed") from None
+
+    def close(self) -> None:
+        self._producer.flush(5)

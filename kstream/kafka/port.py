@@ -117,3 +117,41 @@ class Admin(Protocol):
     def alter_config(self, topic: str, config: dict[str, str]) -> None: ...
 
     def lag(self, group: str, topic: str) -> list[GroupLag]: ...
+
+
+class TopicReader(Protocol):
+    """Reads whole topics outside any consumer group (for tools, not the runtime)."""
+
+    def read_compacted(self, topic: str, timeout: float) -> list[Record]:
+        """Every committed record of ``topic`` from the beginning to the end as of the call.
+
+        Reads with ``read_committed`` isolation, so records of open or aborted transactions are
+        not returned. Blocks until every partition was read to its end; raises
+        :class:`kstream.errors.BrokerError` when that takes longer than ``timeout`` seconds. A
+        topic that does not exist reads as empty. Records come per partition in offset order;
+        nothing is merged or compacted here (the caller keeps the latest value per key).
+        """
+        ...
+
+
+class TransactionalProducer(Protocol):
+    """A producer whose writes become visible (to ``read_committed`` readers) all or nothing.
+
+    One thread calls it. ``init`` must come first: it fences any earlier producer with the same
+    ``transactional.id`` and aborts that producer's open transaction, waiting until it is
+    aborted. ``produce`` only queues the record inside the open transaction. ``commit`` returns
+    once the whole transaction is committed and raises :class:`kstream.errors.BrokerError`
+    otherwise, in which case the transaction was aborted and none of it is visible.
+    """
+
+    def init(self, timeout: float) -> None: ...
+
+    def begin(self) -> None: ...
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: HeaderList | None) -> None: ...
+
+    def commit(self, timeout: float) -> None: ...
+
+    def abort(self, timeout: float) -> None: ...
+
+    def close(self) -> None: ...

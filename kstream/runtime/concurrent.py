@@ -54,6 +54,7 @@ class Concurrent:
         # Loop-thread state.
         self._ready: deque[Record] = deque()
         self._waiting: dict[Any, deque[Record]] = {}  # key -> later messages; present = key busy
+        self._running_keys: set[bytes | None] = set()
         self._offsets: dict[Partition, PartitionOffsets] = {}
         self._running: dict[Partition, set[asyncio.Task[None]]] = {}
         self._timers: dict[Partition, set[asyncio.TimerHandle]] = {}
@@ -104,6 +105,8 @@ class Concurrent:
         self._thread.join(5)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def _call(self, fn: Any) -> Any:
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -169,6 +172,8 @@ class Concurrent:
         while self._ready and self._in_flight < self._prefetch and not self._closing:
             msg = self._ready.popleft()
             self._in_flight += 1
+            if self._by_key:
+                self._running_keys.add(msg.key())
             tp = (msg.topic() or "", msg.partition() or 0)
             task = self._loop.create_task(self._run(msg, tp, self._offsets.get(tp) or PartitionOffsets()))
             self._running.setdefault(tp, set()).add(task)
@@ -199,6 +204,8 @@ class Concurrent:
             if finished:
                 offsets.finish(msg.offset() or 0)
                 self.processed += 1
+            if self._by_key:
+                self._running_keys.discard(msg.key())
             if self._by_key and (key := msg.key()) is not None:
                 later = self._waiting.get(key)
                 if later:
@@ -237,6 +244,16 @@ class Concurrent:
             kept = deque(m for m in later if (m.topic(), m.partition()) not in partitions)
             self.finished += len(later) - len(kept)
             self._waiting[key] = kept
+        # A key stays marked busy only while one of its messages runs or is ready to run:
+        # a key whose next message was just dropped passes its turn on (or is released).
+        ready_keys = {m.key() for m in self._ready}
+        for key, later in list(self._waiting.items()):
+            if key in self._running_keys or key in ready_keys:
+                continue
+            if later:
+                self._ready.append(later.popleft())
+            else:
+                del self._waiting[key]
         for tp in partitions:
             for t in self._timers.pop(tp, set()):
                 t.cancel()

@@ -1,0 +1,231 @@
+"""The Trash as a store: read, select, edit, replay and discard entries (design.md s.5).
+
+The Trash is a compacted topic keyed by entry id; its current state is the latest value per key,
+a tombstone meaning "resolved". Every write here goes through one transactional producer with a
+stable ``transactional.id``, and every read is ``read_committed``. That gives replay its
+exactly-once promise: the replayed message and the entry's tombstone are committed together, and
+a new run first fences the previous one (aborting its open transaction) and then reads only what
+committed runs left behind. A bulk replay killed halfway and started again therefore delivers
+each entry exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from kstream.errors import ConfigError, DecodeError, NotFound
+from kstream.headers import REPLAY_OF
+from kstream.kafka.port import TopicReader, TransactionalProducer
+from kstream.trash import TrashCodec, TrashEntry
+
+log = logging.getLogger("kstream.trash")
+
+Progress = Callable[[int, int], None]
+"""Called after each committed batch with (done, total)."""
+
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_time(text: str, *, now: datetime | None = None) -> datetime:
+    """An ISO timestamp (naive = UTC) or a time ago: ``30s``, ``10m``, ``2h``, ``1d``, ``1w``."""
+    match = _RELATIVE.match(text)
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(f"{text!r} is neither an ISO timestamp nor a relative time like 10m, 2h, 1d") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class TrashFilter:
+    """Which entries: every given criterion must match (none given = all)."""
+
+    topology: str | None = None
+    node: str | None = None
+    error: str | None = None
+    """Case-insensitive text searched in the error type, message and reason."""
+    since: datetime | None = None
+    until: datetime | None = None
+    """Bounds on the last failure time (inclusive)."""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.topology or self.node or self.error or self.since or self.until)
+
+    def matches(self, entry: TrashEntry) -> bool:
+        if self.topology is not None and entry.topology != self.topology:
+            return False
+        if self.node is not None and entry.node != self.node:
+            return False
+        if self.error is not None:
+            needle = self.error.lower()
+            haystack = f"{entry.error_type}\n{entry.error_message}\n{entry.reason}".lower()
+            if needle not in haystack:
+                return False
+        if self.since is not None and entry.last_failure < self.since:
+            return False
+        return not (self.until is not None and entry.last_failure > self.until)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Entries named by id, or those matching a filter."""
+
+    ids: tuple[str, ...] = ()
+    filter: TrashFilter | None = None
+
+
+def summary(entries: Iterable[TrashEntry]) -> list[tuple[str, str, str, int]]:
+    """(topology, node, error type, count), largest groups first."""
+    counts = Counter((e.topology, e.node, e.error_type) for e in entries)
+    return [(t, n, err, c) for (t, n, err), c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def replay_headers(entry: TrashEntry) -> list[tuple[str, bytes | None]]:
+    """The original headers with ``kstream-replay-of`` set to the entry id (replacing any earlier one)."""
+    return [*((k, v) for k, v in entry.headers if k != REPLAY_OF), (REPLAY_OF, entry.id.encode())]
+
+
+class TrashStore:
+    """Reads and changes the Trash topic.
+
+    ``transactional`` builds the producer lazily: read-only uses (``list``, ``show``, dry runs)
+    never fence a running tool. Not thread-safe; one store per command.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        reader: TopicReader,
+        transactional: Callable[[], TransactionalProducer],
+        *,
+        batch_size: int = 500,
+        timeout: float = 60.0,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, not {batch_size}")
+        self.topic = topic
+        self._reader = reader
+        self._make_producer = transactional
+        self._producer: TransactionalProducer | None = None
+        self._codec = TrashCodec()
+        self._batch_size = batch_size
+        self._timeout = timeout
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def entries(self, flt: TrashFilter | None = None) -> list[TrashEntry]:
+        """The unresolved entries (latest value per id, tombstones dropped), oldest failure first."""
+        latest: dict[bytes, bytes | None] = {}
+        for rec in self._reader.read_compacted(self.topic, self._timeout):
+            key = rec.key()
+            if key is not None:
+                latest[key] = rec.value()
+        out = []
+        for key, value in latest.items():
+            if value is None:
+                continue
+            try:
+                entry = self._codec.decode(value)
+            except (DecodeError, ValueError, EOFError, KeyError) as exc:
+                log.warning("skipping trash record %r that does not decode: %s", key, exc)
+                continue
+            if flt is None or flt.matches(entry):
+                out.append(entry)
+        out.sort(key=lambda e: (e.last_failure, e.id))
+        return out
+
+    def get(self, entry_id: str) -> TrashEntry:
+        return self._by_id(self.entries(), (entry_id,))[0]
+
+    def select(self, selection: Selection) -> list[TrashEntry]:
+        """The selected entries; raises :class:`NotFound` naming every unknown id."""
+        if selection.ids:
+            return self._by_id(self.entries(), selection.ids)
+        return self.entries(selection.filter)
+
+    @staticmethod
+    def _by_id(entries: Sequence[TrashEntry], ids: Sequence[str]) -> list[TrashEntry]:
+        index = {e.id: e for e in entries}
+        missing = [i for i in ids if i not in index]
+        if missing:
+            raise NotFound(f"no trash entry {', '.join(missing)}")
+        return [index[i] for i in dict.fromkeys(ids)]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _txn(self) -> TransactionalProducer:
+        if self._producer is None:
+            producer = self._make_producer()
+            # Fences an earlier run and aborts its open transaction before anything is read.
+            producer.init(self._timeout)
+            self._producer = producer
+        return self._producer
+
+    def edit(self, entry_id: str, value: bytes) -> TrashEntry:
+        """Replace the entry's payload (validation is the caller's: it knows the node)."""
+        producer = self._txn()
+        edited = replace(self.get(entry_id), value=value, edited=True)
+        producer.begin()
+        producer.produce(self.topic, self._codec.encode(edited), edited.id.encode(), None)
+        producer.commit(self._timeout)
+        return edited
+
+    def replay(self, selection: Selection, *, dry_run: bool = False, progress: Progress | None = None) -> list[TrashEntry]:
+        """Produce each selected entry to the input topic where it failed and tombstone it, both
+        in one transaction per batch. Returns the entries (to be) replayed."""
+
+        def write(producer: TransactionalProducer, entry: TrashEntry) -> None:
+            producer.produce(entry.topic, entry.value, entry.key, replay_headers(entry))
+            producer.produce(self.topic, None, entry.id.encode(), None)
+
+        return self._apply(selection, write, dry_run=dry_run, progress=progress)
+
+    def discard(self, selection: Selection, *, dry_run: bool = False, progress: Progress | None = None) -> list[TrashEntry]:
+        """Tombstone the selected entries. Returns the entries (to be) discarded."""
+
+        def write(producer: TransactionalProducer, entry: TrashEntry) -> None:
+            producer.produce(self.topic, None, entry.id.encode(), None)
+
+        return self._apply(selection, write, dry_run=dry_run, progress=progress)
+
+    def _apply(
+        self,
+        selection: Selection,
+        write: Callable[[TransactionalProducer, TrashEntry], None],
+        *,
+        dry_run: bool,
+        progress: Progress | None,
+    ) -> list[TrashEntry]:
+        if dry_run:
+            return self.select(selection)
+        producer = self._txn()  # before reading: see the module docstring
+        entries = self.select(selection)
+        total = len(entries)
+        for start in range(0, total, self._batch_size):
+            batch = entries[start:start + self._batch_size]
+            producer.begin()
+            try:
+                for entry in batch:
+                    write(producer, entry)
+            except BaseException:
+                producer.abort(self._timeout)
+                raise
+            producer.commit(self._timeout)
+            if progress is not None:
+                progress(start + len(batch), total)
+        return entries
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
