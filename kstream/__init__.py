@@ -5,8 +5,8 @@ no connections.
 """
 
 from kstream.context import Context, Emit
-from kstream.errors import KstreamError, Permanent
+from kstream.errors import KstreamError, Permanent, RateLimited
 from kstream.retry import Retry
 from kstream.topology import Topology
 
-__all__ = ["Context", "Emit", "KstreamError", "Permanent", "Retry", "Topology"]
+__all__ = ["Context", "Emit", "KstreamError", "Permanent", "RateLimited", "Retry", "Topology"]

@@ -18,6 +18,10 @@ File layout::
     [topics.nodes."orders.parse"]    # per node ("topology.node") overrides
     partitions = 12
 
+    [limits.erp]                     # a global rate limit, for nodes with limit="erp"
+    rate = 50
+    per = "1s"
+
     [kafka]                          # any librdkafka property, passed through
     "security.protocol" = "PLAINTEXT"
 """
@@ -85,6 +89,31 @@ class RuntimeSettings(_Frozen):
     """...once at least this many were seen."""
 
 
+class LimitSpec(_Frozen):
+    """A global rate limit: at most ``rate`` calls per ``per`` seconds, across every worker."""
+
+    rate: float = Field(gt=0)
+    per: float = Field(default=1.0, gt=0)
+
+    @field_validator("per", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+
+def parse_duration(text: str) -> float:
+    """``"250ms"``, ``"1s"``, ``"10m"``, ``"2h"``, ``"1d"`` or a plain number of seconds."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    text = text.strip()
+    for unit in ("ms", "s", "m", "h", "d"):
+        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(text[: -len(unit)]) * units[unit]
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration (e.g. 500ms, 1s, 10m, 2h)") from None
+
+
 class Settings(_Frozen):
     bootstrap_servers: str = DEFAULT_BOOTSTRAP
     namespace: str = "kstream"
@@ -93,6 +122,8 @@ class Settings(_Frozen):
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     kafka: dict[str, str] = Field(default_factory=dict)
     """librdkafka properties passed to every client, after kstream's own defaults."""
+    limits: dict[str, LimitSpec] = Field(default_factory=dict)
+    """Global rate limits by service name, used by nodes declared with ``limit="name"``."""
 
     @field_validator("namespace")
     @classmethod

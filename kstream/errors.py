@@ -12,6 +12,7 @@ The tree::
     ├── LocalBrokerError              the embedded development broker could not be run
     ├── Permanent                     raised by handlers: do not retry, send to the Trash
     │   └── DecodeError               a payload that cannot be decoded or validated
+    ├── RateLimited                   raised by handlers on a 429: slow the service down, retry
     ├── TrashFlood                    too much of a node's input went to the Trash: stop the node
     └── NotFound                      an id, node, scope or topic that does not exist
 
@@ -82,6 +83,20 @@ class DecodeError(Permanent):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class RateLimited(KstreamError):
+    """Raise from a handler when the external service answered "too many requests".
+
+    The node's rate limiter lowers the service's share (recovering gradually), and the
+    message is tried again after ``retry_after`` seconds (or the limiter's backoff).
+    """
+
+    retryable = True
+
+    def __init__(self, message: str = "rate limited", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TrashFlood(KstreamError):

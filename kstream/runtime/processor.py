@@ -19,8 +19,9 @@ from typing import Any
 from kstream import headers as hdr
 from kstream.codecs import encode, encode_key
 from kstream.context import Context, Emit
-from kstream.errors import DecodeError, Permanent
+from kstream.errors import DecodeError, Permanent, RateLimited
 from kstream.kafka.port import Producer
+from kstream.limits import Limiter
 from kstream.retry import NO_RETRY, Retry
 from kstream.topology import KeyFunc, Node, Topology
 from kstream.trash import REASON_HOP_LIMIT, TrashCodec, TrashEntry, failure_entry
@@ -52,6 +53,7 @@ class NodeProcessor:
         hop_limit: int,
         stop: threading.Event,
         retry_topic: str | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.node = node
         self.topology = topology.name
@@ -69,6 +71,7 @@ class NodeProcessor:
         self._stop = stop
         self._ids = hdr.IdGenerator()
         self._retry_topic = retry_topic
+        self.limiter = limiter
         self.trashed = 0
 
     # -- the two entry points -------------------------------------------------------------
@@ -82,12 +85,14 @@ class NodeProcessor:
         env = self._envelope(msg)
         if env is None:
             return True
-        fn, takes_context, decode = self.node.fn, self.node.takes_context, self.node.decode
+        fn, takes_context, decode, limiter = self.node.fn, self.node.takes_context, self.node.decode, self.limiter
         history: list[Attempt] = []
         while True:
             ctx = self._context(msg, env, env.attempt + len(history)) if takes_context else None
             try:
                 payload = decode(msg.value())
+                if limiter is not None:
+                    limiter.acquire()
                 result = fn(payload, ctx) if ctx is not None else fn(payload)
                 planned = self._plan(msg, env, result, ctx)
             except Exception as exc:  # noqa: BLE001  (every failure is the message's, not ours)
@@ -105,13 +110,15 @@ class NodeProcessor:
         env = self._envelope(msg)
         if env is None:
             return True
-        fn, takes_context, decode = self.node.fn, self.node.takes_context, self.node.decode
+        fn, takes_context, decode, limiter = self.node.fn, self.node.takes_context, self.node.decode, self.limiter
         timeout = self.retry.timeout
         history: list[Attempt] = []
         while True:
             ctx = self._context(msg, env, env.attempt + len(history)) if takes_context else None
             try:
                 payload = decode(msg.value())
+                if limiter is not None:
+                    await limiter.acquire_async()
                 call = fn(payload, ctx) if ctx is not None else fn(payload)
                 result = await (asyncio.wait_for(call, timeout) if timeout else call)
                 planned = self._plan(msg, env, result, ctx)
@@ -160,6 +167,13 @@ class NodeProcessor:
     def _failed(self, msg: Record, env: hdr.Envelope, exc: Exception, history: list[Attempt]) -> float | bool:
         """Record a failed attempt. Returns seconds to wait before retrying in place, True when
         the message went to the Trash, False when it went to the retry topic."""
+        if isinstance(exc, RateLimited):
+            # The service is not failing, it is full: slow the whole service down and try
+            # again; this does not count as an attempt.
+            if self.limiter is not None:
+                self.limiter.slow_down(exc.retry_after)
+            self.log.info("%s rate limited by the service; retrying in %.2fs", env.message_id, exc.retry_after or 1.0)
+            return exc.retry_after or 1.0
         history.append(Attempt(datetime.now(UTC), f"{type(exc).__name__}: {exc}"))
         attempt = env.attempt + len(history) - 1
         retryable = not isinstance(exc, Permanent) and isinstance(exc, self.retry.on)
