@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Sequence
 
 from kstream.config import Settings
-from kstream.kafka.confluent import KafkaAdmin, KafkaConsumer, KafkaProducer, KafkaTopicReader, KafkaTransactionalProducer
+from kstream.errors import ConfigError
+from kstream.kafka.confluent import (
+    KafkaAdmin,
+    KafkaConsumer,
+    KafkaProducer,
+    KafkaTopicReader,
+    KafkaTransactionalProducer,
+    KafkaWorkerProducer,
+)
+from kstream.limits import GlobalRateLimiter, Limiter
 from kstream.naming import group_id
 from kstream.provision import retry_topic_of
 from kstream.runtime.processor import NodeProcessor
@@ -26,19 +36,43 @@ def producer(settings: Settings) -> KafkaProducer:
     return KafkaProducer(settings.bootstrap_servers, settings.kafka)
 
 
-def build_worker(topology: Topology, name: str, settings: Settings, stop: threading.Event) -> Worker:
-    """A worker for node ``name``: its own consumer (group ``{ns}.{topology}.{node}``) and producer."""
+def limiter(service: str, settings: Settings) -> GlobalRateLimiter:
+    """The rate limiter of ``service`` (``settings.limits``), coordinated through Kafka."""
+    def consumer(group: str) -> KafkaConsumer:
+        return KafkaConsumer(settings.bootstrap_servers, group, settings.kafka)
+
+    return GlobalRateLimiter(service, settings.limits[service], namespace=settings.namespace, consumer=consumer)
+
+
+def build_worker(topology: Topology, name: str, settings: Settings, stop: threading.Event,
+                 limiters: dict[str, GlobalRateLimiter] | None = None) -> Worker:
+    """A worker for node ``name``: its own consumer (group ``{ns}.{topology}.{node}``) and producer.
+
+    Workers built with the same ``limiters`` dict share one rate limiter per service (one
+    member of its limits group per process); :func:`run_workers` closes them at the end.
+    """
     node = topology.get(name)
     ns = settings.namespace
-    prod = producer(settings)
+    limits = {} if limiters is None else limiters
+    if node.limit is not None and node.limit not in limits:
+        if node.limit not in settings.limits:
+            raise ConfigError(f"node {topology.name}.{name} has limit={node.limit!r} but settings define no limits.{node.limit}")
+        limits[node.limit] = limiter(node.limit, settings)
+    group = group_id(ns, topology.name, name)
+    exactly_once = topology.processing_of(node) == "exactly_once"
+    # Exactly-once: a transactional producer per worker; a unique id, because fencing of a
+    # zombie comes from the consumer group generation sent with the offsets (KIP-447).
+    prod = (KafkaWorkerProducer(settings.bootstrap_servers, settings.kafka, f"{group}.{uuid.uuid4().hex[:12]}")
+            if exactly_once else producer(settings))
     retry = retry_topic_of(topology, node.name, ns)
     processor = NodeProcessor(
         topology, node, namespace=ns, producer=prod, trash_topic=settings.trash_topic,
-        hop_limit=settings.hop_limit, stop=stop, retry_topic=retry,
+        hop_limit=settings.hop_limit, stop=stop, retry_topic=retry, limiter=limits.get(node.limit) if node.limit else None,
     )
-    consumer = KafkaConsumer(settings.bootstrap_servers, group_id(ns, topology.name, name), settings.kafka)
+    consumer = KafkaConsumer(settings.bootstrap_servers, group, settings.kafka)
     topics = [node.input_topic(ns)] + ([retry] if retry else [])
-    return Worker(processor, consumer, prod, topics=topics, settings=settings.runtime, stop=stop, retry_topic=retry)
+    return Worker(processor, consumer, prod, topics=topics, settings=settings.runtime, stop=stop, retry_topic=retry,
+                  transactions=prod if isinstance(prod, KafkaWorkerProducer) else None)
 
 
 def run_workers(workers: Sequence[Worker], stop: threading.Event) -> bool:
@@ -63,6 +97,9 @@ def run_workers(workers: Sequence[Worker], stop: threading.Event) -> bool:
     for t in threads:
         while t.is_alive():
             t.join(0.2)
+    limiters: dict[int, Limiter] = {id(lim): lim for w in workers if (lim := w.processor.limiter) is not None}
+    for lim in limiters.values():
+        lim.close()  # leave the limits group: the other processes take the share over
     if errors:
         raise errors[0]
     return all(w.state is State.STOPPED for w in workers)

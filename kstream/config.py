@@ -79,6 +79,8 @@ class RuntimeSettings(_Frozen):
     poll_timeout: float = Field(default=0.1, gt=0)
     commit_interval: float = Field(default=1.0, gt=0)
     """Seconds between commits; each commit first waits for all outputs to be acknowledged."""
+    transaction_interval: float = Field(default=0.1, gt=0)
+    """Exactly-once nodes: seconds between transaction commits (amortises their fixed cost)."""
     shutdown_timeout: float = Field(default=10.0, gt=0)
     """How long a stopping worker lets the message in hand finish before abandoning it."""
     flood_share: float = Field(default=0.5, gt=0, le=1)

@@ -81,6 +81,9 @@ default.replication.factor=1
 # ~0.4 s on the first transactional producer, none visible on the first group join.
 offsets.topic.num.partitions=4
 transaction.state.log.num.partitions=4
+# A killed exactly-once worker's open transaction is aborted once it times out; check often
+# (default 10 s) so read_committed readers are not held at the last stable offset for long.
+transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
 num.partitions=1
 # Topics are declared by the apps; a typo must fail, not create a topic.
 auto.create.topics.enable=false

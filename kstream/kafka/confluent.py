@@ -36,6 +36,8 @@ from kstream.types import HeaderList, Record
 
 CONSUMER_DEFAULTS: dict[str, str] = {
     "enable.auto.commit": "false",
+    # Never read outputs of open or aborted transactions (upstream nodes in exactly-once mode).
+    "isolation.level": "read_committed",
     "enable.auto.offset.store": "false",
     "auto.offset.reset": "earliest",
     "group.protocol": "consumer",
@@ -151,6 +153,9 @@ class KafkaConsumer:
             raise broker_error(exc, "reading committed offsets failed") from None
         return [TopicPartition(p.topic, p.partition, p.offset) for p in parts]
 
+    def group_metadata(self) -> object:
+        return self._consumer.consumer_group_metadata()
+
     def close(self) -> None:
         self._consumer.close()
 
@@ -204,6 +209,59 @@ class KafkaProducer:
         with self._lock:
             errors, self._errors = self._errors, []
         return errors
+
+
+class KafkaWorkerProducer(KafkaProducer):
+    """A worker's producer in exactly-once mode: :class:`KafkaProducer` plus
+    :class:`kstream.kafka.port.WorkerTransactions` on the same librdkafka producer."""
+
+    def __init__(self, bootstrap: str, kafka: Mapping[str, str], transactional_id: str) -> None:
+        # A short retry backoff: after a commit, the next transaction's first request can meet
+        # CONCURRENT_TRANSACTIONS and wait retry.backoff.ms (100 ms by default) for nothing.
+        # A short transaction timeout: a killed worker's open transaction holds read_committed
+        # readers downstream at the last stable offset until the broker aborts it.
+        defaults = {"retry.backoff.ms": "20", "transaction.timeout.ms": "10000"}
+        super().__init__(bootstrap, {**defaults, **kafka}, **{"transactional.id": transactional_id})
+
+    def init(self, timeout: float) -> None:
+        try:
+            self._producer.init_transactions(timeout)
+        except KafkaException as exc:
+            raise broker_error(exc, "initialising transactions failed") from None
+
+    def begin(self) -> None:
+        try:
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            raise broker_error(exc, "beginning a transaction failed") from None
+
+    def commit(self, offsets: Sequence[TopicPartition], group_metadata: object, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        parts = [CkTopicPartition(t, p, o) for t, p, o in offsets]
+        try:
+            if parts:
+                self._producer.send_offsets_to_transaction(parts, group_metadata, timeout)
+            while True:
+                try:
+                    self._producer.commit_transaction(max(0.1, deadline - time.monotonic()))
+                    break
+                except KafkaException as exc:
+                    err = exc.args[0] if exc.args else None
+                    if isinstance(err, KafkaError) and err.retriable() and time.monotonic() < deadline:
+                        continue
+                    raise
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.txn_requires_abort():
+                self.abort(timeout)
+            raise broker_error(exc, "committing the transaction failed") from None
+        self.begin()
+
+    def abort(self, timeout: float) -> None:
+        try:
+            self._producer.abort_transaction(timeout)
+        except KafkaException as exc:
+            raise broker_error(exc, "aborting the transaction failed") from None
 
 
 class KafkaAdmin:

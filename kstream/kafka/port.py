@@ -50,6 +50,10 @@ class Consumer(Protocol):
 
     def committed(self, partitions: Sequence[TopicPartition], timeout: float) -> list[TopicPartition]: ...
 
+    def group_metadata(self) -> object:
+        """Opaque group metadata for :meth:`WorkerTransactions.commit` (zombie fencing)."""
+        ...
+
     def close(self) -> None:
         """Leave the group (a clean rebalance for the others) and free the client."""
         ...
@@ -155,3 +159,23 @@ class TransactionalProducer(Protocol):
     def abort(self, timeout: float) -> None: ...
 
     def close(self) -> None: ...
+
+
+class WorkerTransactions(Protocol):
+    """The transactional side of a worker's producer (exactly-once processing).
+
+    ``init`` once, then ``begin``; outputs produced meanwhile belong to the open transaction.
+    ``commit`` adds the consumed ``offsets`` to the transaction (with the group metadata, so a
+    zombie that lost its partitions is fenced) and commits it all at once, then begins the next
+    one. It raises :class:`kstream.errors.BrokerError` when the transaction could not commit;
+    it was then aborted (nothing of it is visible) and the worker must not go on from its
+    in-memory position.
+    """
+
+    def init(self, timeout: float) -> None: ...
+
+    def begin(self) -> None: ...
+
+    def commit(self, offsets: Sequence[TopicPartition], group_metadata: object, timeout: float) -> None: ...
+
+    def abort(self, timeout: float) -> None: ...

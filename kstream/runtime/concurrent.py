@@ -61,6 +61,7 @@ class Concurrent:
         self._dropped: set[Partition] = set()
         self._in_flight = 0
         self._closing = False
+        self._holding = False
         self._error: BaseException | None = None
         # Counters: accepted is written by the poll thread, finished by the loop thread.
         self.accepted = 0
@@ -95,6 +96,17 @@ class Concurrent:
     def drain(self, timeout: float) -> None:
         self._call(lambda: self._drop(None))
         self._wait_idle(None, timeout)
+
+    def quiesce(self, timeout: float) -> None:
+        self._call(lambda: setattr(self, "_holding", True))
+        self._wait_idle(None, timeout)
+
+    def unquiesce(self) -> None:
+        def release() -> None:
+            self._holding = False
+            self._pump()
+
+        self._call(release)
 
     def check(self) -> None:
         if self._error is not None:
@@ -169,7 +181,7 @@ class Concurrent:
         self._ready.append(msg)
 
     def _pump(self) -> None:
-        while self._ready and self._in_flight < self._prefetch and not self._closing:
+        while self._ready and self._in_flight < self._prefetch and not (self._closing or self._holding):
             msg = self._ready.popleft()
             self._in_flight += 1
             if self._by_key:

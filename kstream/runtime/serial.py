@@ -113,6 +113,12 @@ class Serial:
             except Exception:  # noqa: BLE001, S110  (the poll thread sees it through submit)
                 pass
 
+    def quiesce(self, timeout: float) -> None:
+        return None  # commits happen between batches, or after revoke() stopped the batch
+
+    def unquiesce(self) -> None:
+        return None
+
     def check(self) -> None:
         return None
 

@@ -51,6 +51,13 @@ class Strategy(Protocol):
         """Stopping: finish what runs (up to ``timeout``), start nothing new."""
         ...
 
+    def quiesce(self, timeout: float) -> None:
+        """Start nothing new and wait (up to ``timeout``) until nothing runs: then every
+        finished message is below the committable offsets (exactly-once commits need that)."""
+        ...
+
+    def unquiesce(self) -> None: ...
+
     def check(self) -> None:
         """Raise the fatal error a handler thread hit (e.g. the flood limit), if any."""
         ...

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from kstream.config import RuntimeSettings
 from kstream.errors import DeliveryFailed
-from kstream.kafka.port import Consumer, Producer, TopicPartition
+from kstream.kafka.port import Consumer, Producer, TopicPartition, WorkerTransactions
 from kstream.runtime.concurrent import Concurrent
 from kstream.runtime.flood import FloodGuard
 from kstream.runtime.processor import NodeProcessor
@@ -57,6 +57,7 @@ class Worker:
         settings: RuntimeSettings,
         stop: threading.Event,
         retry_topic: str | None = None,
+        transactions: WorkerTransactions | None = None,
     ) -> None:
         self.processor = processor
         self.name = processor.origin
@@ -70,6 +71,8 @@ class Worker:
         self._committed: dict[Partition, int] = {}
         self._pending: list[Record] = []
         self._paused = False
+        self._txn = transactions
+        self._interval = settings.transaction_interval if transactions is not None else settings.commit_interval
         node = processor.node
         flood = FloodGuard(self.name, share=settings.flood_share, window=settings.flood_window, minimum=settings.flood_min)
         self.strategy: Strategy
@@ -91,6 +94,9 @@ class Worker:
         strategy = self.strategy
         last_commit = time.monotonic()
         try:
+            if self._txn is not None:
+                self._txn.init(FLUSH_TIMEOUT)
+                self._txn.begin()
             self._consumer.subscribe(self._topics, self._on_assign, self._on_revoke)
             while not self._stop.is_set():
                 strategy.check()
@@ -108,7 +114,7 @@ class Worker:
                     self._producer.poll(0)
                 self._backpressure(strategy.full())
                 now = time.monotonic()
-                if now - last_commit >= self._settings.commit_interval or not batch:
+                if now - last_commit >= self._interval or not batch:
                     self._commit(asynchronous=True)
                     last_commit = now
             self.state = State.STOPPING
@@ -120,6 +126,7 @@ class Worker:
             # Nothing is committed on the way out: a failed worker's uncommitted messages are
             # processed again by whoever takes its partitions.
             self.state = State.FAILED
+            self._abort()
             raise
         finally:
             self._consumer.close()  # leaves the group; runs _on_revoke, so before the strategy closes
@@ -145,7 +152,14 @@ class Worker:
     # -- commits and rebalances -----------------------------------------------------------
 
     def _commit(self, *, asynchronous: bool, only: set[Partition] | None = None) -> None:
-        """Flush outputs, then commit finished offsets of owned partitions (all or ``only``)."""
+        """Flush outputs, then commit finished offsets of owned partitions (all or ``only``).
+
+        Exactly-once: commit the open transaction with the offsets of every owned partition
+        (its outputs may come from any of them), then begin the next.
+        """
+        if self._txn is not None:
+            self._commit_transaction(self._txn)
+            return
         wanted = self._owned if only is None else only & self._owned
         offsets = [
             TopicPartition(t, p, o) for (t, p), o in self.strategy.committable().items()
@@ -160,6 +174,27 @@ class Worker:
             raise DeliveryFailed(f"{self.name}: {detail}; offsets not committed", topic=self._topics[0])
         self._consumer.commit(offsets, asynchronous=asynchronous)
         self._committed.update(((t, p), o) for t, p, o in offsets)
+
+    def _commit_transaction(self, txn: WorkerTransactions) -> None:
+        self.strategy.quiesce(self._settings.shutdown_timeout)
+        try:
+            offsets = [
+                TopicPartition(t, p, o) for (t, p), o in self.strategy.committable().items()
+                if (t, p) in self._owned and self._committed.get((t, p)) != o
+            ]
+            if offsets:
+                txn.commit(offsets, self._consumer.group_metadata(), FLUSH_TIMEOUT)
+                self._committed.update(((t, p), o) for t, p, o in offsets)
+        finally:
+            self.strategy.unquiesce()
+
+    def _abort(self) -> None:
+        if self._txn is None:
+            return
+        try:
+            self._txn.abort(5.0)
+        except Exception as exc:  # noqa: BLE001  (already failing; the broker times the transaction out)
+            log.warning("%s: aborting the open transaction failed: %s", self.name, exc)
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         self._owned.update((tp.topic, tp.partition) for tp in partitions)

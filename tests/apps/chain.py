@@ -22,8 +22,8 @@ class Order(BaseModel):
     total: float = 0.0
 
 
-def make_chain(src: str, dst: str, name: str = "chain") -> Topology:
-    topology = Topology(name)
+def make_chain(src: str, dst: str, name: str = "chain", *, exactly_once: bool = False) -> Topology:
+    topology = Topology(name, processing="exactly_once" if exactly_once else "at_least_once")
 
     @topology.node("parse", source=src)
     def parse(order: dict, ctx: Context) -> dict:  # type: ignore[type-arg]
@@ -42,4 +42,5 @@ def make_chain(src: str, dst: str, name: str = "chain") -> Topology:
     return topology
 
 
-topology = make_chain(os.environ.get("CHAIN_SRC", "chain.in"), os.environ.get("CHAIN_DST", "chain.out"))
+topology = make_chain(os.environ.get("CHAIN_SRC", "chain.in"), os.environ.get("CHAIN_DST", "chain.out"),
+                      exactly_once=os.environ.get("CHAIN_EOS") == "1")
