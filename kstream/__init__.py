@@ -4,9 +4,10 @@ Importing kstream does nothing but define names: no environment reads, no loggin
 no connections.
 """
 
+from kstream.batch import Page
 from kstream.context import Context, Emit
 from kstream.errors import KstreamError, Permanent, RateLimited
 from kstream.retry import Retry
 from kstream.topology import Topology
 
-__all__ = ["Context", "Emit", "KstreamError", "Permanent", "RateLimited", "Retry", "Topology"]
+__all__ = ["Context", "Emit", "KstreamError", "Page", "Permanent", "RateLimited", "Retry", "Topology"]

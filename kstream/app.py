@@ -7,6 +7,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 
+from kstream.batch import BatchRunner, read_cursors
 from kstream.config import Settings
 from kstream.errors import ConfigError
 from kstream.kafka.confluent import (
@@ -65,9 +66,14 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
     prod = (KafkaWorkerProducer(settings.bootstrap_servers, settings.kafka, f"{group}.{uuid.uuid4().hex[:12]}")
             if exactly_once else producer(settings))
     retry = retry_topic_of(topology, node.name, ns)
+    batch = None
+    if node.batch is not None:
+        reader = KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
+        batch = BatchRunner(topology=topology.name, node=name, spec=node.batch, cursors_topic=settings.cursors_topic,
+                            load=lambda: read_cursors(reader, settings.cursors_topic, topology=topology.name, node=name))
     processor = NodeProcessor(
         topology, node, namespace=ns, producer=prod, trash_topic=settings.trash_topic,
-        hop_limit=settings.hop_limit, stop=stop, retry_topic=retry, limiter=limits.get(node.limit) if node.limit else None,
+        hop_limit=settings.hop_limit, stop=stop, retry_topic=retry, batch=batch, limiter=limits.get(node.limit) if node.limit else None,
     )
     consumer = KafkaConsumer(settings.bootstrap_servers, group, settings.kafka)
     topics = [node.input_topic(ns)] + ([retry] if retry else [])

@@ -112,6 +112,14 @@ def encode_key(key: object) -> bytes | None:
     return str(key).encode()
 
 
+def to_json(value: object) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def from_json(text: str | bytes) -> Any:
+    return orjson.loads(text)
+
+
 def pretty_json(data: bytes | None) -> str:
     """Human-readable form of a payload: indented JSON if it is JSON, else text or a repr."""
     if data is None:

@@ -28,6 +28,16 @@ class Emit:
         return self.key is not _UNSET
 
 
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """An internal output: a record for a framework topic (e.g. a cursor), produced with the
+    message's other outputs (in the same transaction in exactly-once mode)."""
+
+    topic: str
+    key: bytes
+    value: bytes | None
+
+
 class Context:
     """Per-message metadata for a handler that asks for it (a second parameter).
 
@@ -39,10 +49,13 @@ class Context:
         "attempt",
         "headers",
         "key",
+        "last_cursor",
         "log",
         "message_id",
         "offset",
+        "params",
         "partition",
+        "scope",
         "topic",
         "workflow_id",
     )
@@ -70,6 +83,10 @@ class Context:
         self.offset = offset
         self.log = log
         self._emitted: list[Any] = []
+        # Batch nodes only: the run's scope, where the last completed run ended, entry params.
+        self.scope: str | None = None
+        self.last_cursor: Any = None
+        self.params: Any = None
 
     def emit(self, value: Any, *, key: Any = _UNSET, to: str | None = None) -> None:
         """Emit an output now (in addition to the return value).

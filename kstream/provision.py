@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from kstream.config import Settings
 from kstream.kafka.port import Admin, NewTopic, TopicState
+from kstream.limits import LIMITS_PARTITIONS, limits_topic
 from kstream.naming import retry_topic
 from kstream.topology import Topology
 
@@ -76,6 +77,8 @@ def wanted(topology: Topology, settings: Settings) -> list[Want]:
             result[retry] = Want(retry, parts, rf, config)
     for internal in (settings.trash_topic, settings.cursors_topic):
         result[internal] = Want(internal, topics.partitions, topics.replication_factor, dict(COMPACTED))
+    if any(node.limit for node in topology.nodes.values()):  # rate limit shares (kstream.limits)
+        result[limits_topic(ns)] = Want(limits_topic(ns), LIMITS_PARTITIONS, topics.replication_factor)
     for node in topology.nodes.values():
         for ext in ([node.source] if node.source else []) + list(node.to):
             result.setdefault(ext, Want(ext, topics.partitions, topics.replication_factor, external=True))

@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_type_hints
 
+from kstream.batch import BatchSpec, EmitMode
 from kstream.codecs import Decoder, decoder_for
+from kstream.config import parse_duration
 from kstream.context import Context
 from kstream.errors import DeclarationError
 from kstream.naming import check_name, check_topic, node_topic
@@ -47,6 +49,7 @@ class Node:
     takes_context: bool
     payload_type: Any
     decode: Decoder
+    batch: BatchSpec | None = None
 
     def input_topic(self, namespace: str) -> str:
         return self.source or node_topic(namespace, self.topology, self.name)
@@ -83,6 +86,7 @@ class Topology:
         limit: str | None = None,
         on_failure: OnFailure = "trash",
         processing: Processing | None = None,
+        _batch: BatchSpec | None = None,
     ) -> Callable[[Handler], Handler]:
         """Declare a node; the decorated function is returned unchanged (still callable in tests).
 
@@ -96,7 +100,7 @@ class Topology:
         after_t = _names(after)
         for a in after_t:
             check_name(a, what="after", node=name)
-        if not after_t and source is None:
+        if not after_t and source is None and _batch is None:
             raise DeclarationError(f"node {name!r} has no input: give it after=... or source=...", node=name)
         if after_t and source is not None:
             raise DeclarationError(f"node {name!r} has both after= and source=: a node reads one input", node=name)
@@ -120,16 +124,52 @@ class Topology:
 
         def register(fn: Handler) -> Handler:
             payload_type, takes_context = _signature(fn, name)
+            if _batch is not None:  # the entry message's payload is JSON; the handler gets the cursor
+                payload_type, takes_context = Any, True
             self._nodes[name] = Node(
                 topology=self.name, name=name, fn=fn, after=after_t, source=source, to=to_t, key=key,
                 prefetch=prefetch, ordering=ordering, retry=retry, limit=limit, on_failure=on_failure,
                 processing=processing,
                 is_async=inspect.iscoroutinefunction(fn), takes_context=takes_context,
-                payload_type=payload_type, decode=decoder_for(payload_type),
+                payload_type=payload_type, decode=decoder_for(payload_type), batch=_batch,
             )
             return fn
 
         return register
+
+    def batch(
+        self,
+        name: str,
+        *,
+        emit: EmitMode = "record",
+        every: str | float | None = None,
+        after: str | Iterable[str] | None = None,
+        to: str | Iterable[str] | None = None,
+        retry: Retry | None = None,
+        limit: str | None = None,
+        processing: Processing | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Declare a batch node: ``handler(cursor, ctx) -> Page``, one page per message.
+
+        ``emit``: ``"record"`` (one message per item), ``"page"`` (one message per page, a
+        list), or N (chunks of N). ``every``: also start a run of the scope ``""`` on this
+        schedule (``"10m"``, seconds). Its input is its own topic (entry messages come from
+        ``kstream start``, the schedule, or ``after=`` nodes); the key of an entry message is
+        the run's scope. See :mod:`kstream.batch`.
+        """
+        if not (emit in ("record", "page") or (isinstance(emit, int) and not isinstance(emit, bool) and emit > 0)):
+            raise DeclarationError(f"node {name!r}: emit must be 'record', 'page' or a positive chunk size", node=name)
+        try:
+            seconds = parse_duration(every) if isinstance(every, str) else every
+        except ValueError as exc:
+            raise DeclarationError(f"node {name!r}: every={every!r}: {exc}", node=name) from None
+        if seconds is not None and seconds <= 0:
+            raise DeclarationError(f"node {name!r}: every must be positive", node=name)
+        spec = BatchSpec(emit=emit, every=seconds)
+        # Its input is its own topic even without after=: continuations and entries go there.
+        declare = self.node(name, after=after, source=None, to=to, retry=retry, limit=limit, processing=processing,
+                            _batch=spec)
+        return declare
 
     def validate(self) -> None:
         """Check what needs the whole graph: every ``after`` exists, and there is no cycle."""

@@ -12,13 +12,15 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import GeneratorType
 from typing import Any
 
 from kstream import headers as hdr
+from kstream.batch import BatchRunner
 from kstream.codecs import encode, encode_key
-from kstream.context import Context, Emit
+from kstream.context import Context, Emit, Raw
 from kstream.errors import DecodeError, Permanent, RateLimited
 from kstream.kafka.port import Producer
 from kstream.limits import Limiter
@@ -54,6 +56,7 @@ class NodeProcessor:
         stop: threading.Event,
         retry_topic: str | None = None,
         limiter: Limiter | None = None,
+        batch: BatchRunner | None = None,
     ) -> None:
         self.node = node
         self.topology = topology.name
@@ -72,6 +75,10 @@ class NodeProcessor:
         self._ids = hdr.IdGenerator()
         self._retry_topic = retry_topic
         self.limiter = limiter
+        self.batch = batch
+        self._fn: Callable[..., Any] = node.fn
+        if batch is not None:
+            self._fn = self._batch_page_async if node.is_async else self._batch_page
         self.trashed = 0
 
     # -- the two entry points -------------------------------------------------------------
@@ -85,7 +92,7 @@ class NodeProcessor:
         env = self._envelope(msg)
         if env is None:
             return True
-        fn, takes_context, decode, limiter = self.node.fn, self.node.takes_context, self.node.decode, self.limiter
+        fn, takes_context, decode, limiter = self._fn, self.node.takes_context, self.node.decode, self.limiter
         history: list[Attempt] = []
         while True:
             ctx = self._context(msg, env, env.attempt + len(history)) if takes_context else None
@@ -110,7 +117,7 @@ class NodeProcessor:
         env = self._envelope(msg)
         if env is None:
             return True
-        fn, takes_context, decode, limiter = self.node.fn, self.node.takes_context, self.node.decode, self.limiter
+        fn, takes_context, decode, limiter = self._fn, self.node.takes_context, self.node.decode, self.limiter
         timeout = self.retry.timeout
         history: list[Attempt] = []
         while True:
@@ -137,6 +144,22 @@ class NodeProcessor:
             if self._stop.is_set():
                 raise Abandoned(env.message_id)
             await asyncio.sleep(min(left, 0.1))
+
+    def _batch_page(self, payload: Any, ctx: Context) -> Any:
+        assert self.batch is not None
+        begun = self.batch.begin(payload, ctx)
+        if begun is None:
+            return None
+        run, cursor, number, params = begun
+        return self.batch.finish(self.node.fn(cursor, ctx), ctx, run, cursor, number, params)
+
+    async def _batch_page_async(self, payload: Any, ctx: Context) -> Any:
+        assert self.batch is not None
+        begun = self.batch.begin(payload, ctx)
+        if begun is None:
+            return None
+        run, cursor, number, params = begun
+        return self.batch.finish(await self.node.fn(cursor, ctx), ctx, run, cursor, number, params)
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -212,6 +235,9 @@ class NodeProcessor:
         key = msg.key()
         planned: list[Planned] = []
         for out in outputs:
+            if type(out) is Raw:
+                planned.append((out.topic, out.value or b"", out.key))
+                continue
             if type(out) is Emit:
                 routes = self.routes if out.to is None else [self._route(out.to)]
                 value, chosen = out.value, out.has_key

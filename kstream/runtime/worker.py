@@ -72,6 +72,8 @@ class Worker:
         self._pending: list[Record] = []
         self._paused = False
         self._txn = transactions
+        batch = processor.node.batch
+        self._every = batch.every if batch is not None else None
         self._interval = settings.transaction_interval if transactions is not None else settings.commit_interval
         node = processor.node
         flood = FloodGuard(self.name, share=settings.flood_share, window=settings.flood_window, minimum=settings.flood_min)
@@ -93,6 +95,7 @@ class Worker:
         consume, batch_size, timeout = self._consumer.consume, self._settings.batch_size, self._settings.poll_timeout
         strategy = self.strategy
         last_commit = time.monotonic()
+        next_run = last_commit + (self._every or 0.0)
         try:
             if self._txn is not None:
                 self._txn.init(FLUSH_TIMEOUT)
@@ -114,6 +117,9 @@ class Worker:
                     self._producer.poll(0)
                 self._backpressure(strategy.full())
                 now = time.monotonic()
+                if self._every is not None and now >= next_run:
+                    next_run = now + self._every
+                    self._schedule()
                 if now - last_commit >= self._interval or not batch:
                     self._commit(asynchronous=True)
                     last_commit = now
@@ -131,6 +137,16 @@ class Worker:
         finally:
             self._consumer.close()  # leaves the group; runs _on_revoke, so before the strategy closes
             strategy.close()
+
+    def _schedule(self) -> None:
+        """A batch node's schedule: the owner of input partition 0 starts a run of scope "".
+
+        A run still in progress makes the node skip the entry message (kstream.batch), so
+        runs of one scope never overlap however the schedule and manual starts interleave.
+        """
+        if (self._topics[0], 0) in self._owned:
+            log.info("%s: scheduled run", self.name)
+            self._producer.produce(self._topics[0], b"{}", b"", None)
 
     def _keepalive(self) -> None:
         """Poll with every partition paused: the group sees us alive; nothing new is taken."""

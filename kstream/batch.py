@@ -1,0 +1,210 @@
+"""Batch nodes: page through a source system with a cursor (design.md s.6).
+
+A run starts from an *entry* message on the node's input (``kstream start``, a schedule, an
+upstream node); its key is the run's *scope* (no key: the scope ``""``). Each page is one
+message: the handler gets ``(cursor, ctx)`` and returns :class:`Page`; the items are emitted,
+the new cursor is written to the compacted ``{ns}.cursors`` topic (key
+``{topology}/{node}/{scope}``) and a *continuation* message carrying the next cursor goes to
+the node's own input, all as outputs of that one message: in exactly-once mode they commit
+together with its input offset, so a crash resumes at the last committed page. A failing page
+is retried and trashed like any message; replaying it continues the run from its cursor.
+
+Delta sync: when a run completes (``Page.cursor is None``) the scope keeps
+``Page.watermark`` (or, if the handler gives none, the cursor the last page was fetched
+with) as ``last_cursor``: the next run starts there, and ``ctx.last_cursor`` shows it.
+``kstream cursors reset`` clears it for a full resync. An entry message for a scope whose run
+is still in progress is skipped (logged), so two runs of one scope never overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from kstream.codecs import AvroCodec, from_json, to_json
+from kstream.context import Context, Emit, Raw
+from kstream.kafka.port import TopicReader
+from kstream.schemas import schema_path
+
+log = logging.getLogger("kstream.batch")
+
+EmitMode = Literal["record", "page"] | int
+CONTINUATION = "kstream_batch"
+"""Key of a continuation message's JSON payload: ``{"kstream_batch": {...}, "params": ...}``."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page from the source: its items and the cursor of the next page (None: last page).
+
+    ``watermark``, on the last page, is where the next (delta) run should start.
+    """
+
+    items: Sequence[Any]
+    cursor: Any = None
+    watermark: Any = None
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    emit: EmitMode = "record"
+    every: float | None = None
+    """Seconds between scheduled runs (of the scope ``""``), or None."""
+
+
+@dataclass(frozen=True)
+class CursorState:
+    topology: str
+    node: str
+    scope: str
+    run: str | None = None
+    cursor: Any = None
+    last_cursor: Any = None
+    pages: int = 0
+    items: int = 0
+    updated: datetime = field(default_factory=lambda: datetime.now(UTC))
+    completed: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        return cursor_key(self.topology, self.node, self.scope)
+
+
+def cursor_key(topology: str, node: str, scope: str) -> str:
+    return f"{topology}/{node}/{scope}"
+
+
+class CursorCodec:
+    def __init__(self) -> None:
+        self._avro = AvroCodec(schema_path("cursor.avsc"))
+
+    def encode(self, state: CursorState) -> bytes:
+        return self._avro.encode({
+            "topology": state.topology, "node": state.node, "scope": state.scope, "run": state.run,
+            "cursor": _json(state.cursor), "last_cursor": _json(state.last_cursor),
+            "pages": state.pages, "items": state.items, "updated": state.updated, "completed": state.completed,
+        })
+
+    def decode(self, data: bytes) -> CursorState:
+        rec = self._avro.decode(data)
+        return CursorState(
+            topology=rec["topology"], node=rec["node"], scope=rec["scope"], run=rec["run"],
+            cursor=_unjson(rec["cursor"]), last_cursor=_unjson(rec["last_cursor"]),
+            pages=rec["pages"], items=rec["items"], updated=rec["updated"], completed=rec["completed"],
+        )
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else to_json(value)
+
+
+def _unjson(text: str | None) -> Any:
+    return None if text is None else from_json(text)
+
+
+class CursorCache:
+    """This worker's view of its node's cursors: loaded from the topic, updated as it writes.
+
+    Scopes are message keys, so one scope's messages all reach the same worker: the cache is
+    authoritative for the scopes this worker owns. Thread-safe.
+    """
+
+    def __init__(self, states: Iterable[CursorState] = ()) -> None:
+        self._lock = threading.Lock()
+        self._states = {s.scope: s for s in states}
+
+    def get(self, scope: str) -> CursorState | None:
+        with self._lock:
+            return self._states.get(scope)
+
+    def put(self, state: CursorState) -> None:
+        with self._lock:
+            self._states[state.scope] = state
+
+    def refresh(self, states: Iterable[CursorState]) -> None:
+        """Take states read from the topic, except where this worker wrote something newer
+        (its latest writes may still sit in an open transaction)."""
+        with self._lock:
+            for s in states:
+                mine = self._states.get(s.scope)
+                if mine is None or mine.updated <= s.updated:
+                    self._states[s.scope] = s
+
+
+def read_cursors(reader: TopicReader, topic: str, *, topology: str | None = None, node: str | None = None,
+                 timeout: float = 30.0) -> list[CursorState]:
+    """Current cursor states on the compacted topic (latest per key, tombstones dropped)."""
+    codec = CursorCodec()
+    latest: dict[bytes, bytes | None] = {}
+    for rec in reader.read_compacted(topic, timeout):
+        if rec.key() is not None:
+            latest[rec.key() or b""] = rec.value()
+    states = [codec.decode(v) for v in latest.values() if v is not None]
+    return [s for s in states if (topology is None or s.topology == topology) and (node is None or s.node == node)]
+
+
+class BatchRunner:
+    """Turns one message of a batch node into a page fetch, its outputs and cursor records."""
+
+    def __init__(self, *, topology: str, node: str, spec: BatchSpec, cursors_topic: str,
+                 load: Callable[[], list[CursorState]]) -> None:
+        self.topology = topology
+        self.node = node
+        self.spec = spec
+        self.cache = CursorCache()
+        self._topic = cursors_topic
+        self._codec = CursorCodec()
+        self._load = load
+
+    def begin(self, payload: Any, ctx: Context) -> tuple[str, Any, int, Any] | None:
+        """(run id, cursor, page number, params) for this message, or None to skip it."""
+        scope = ctx.key.decode() if ctx.key else ""
+        cont = payload.get(CONTINUATION) if isinstance(payload, dict) else None
+        if cont is None:  # a new run: see what others (a reset, another worker) wrote meanwhile
+            self.cache.refresh(self._load())
+        current = self.cache.get(scope)
+        ctx.scope = scope
+        ctx.last_cursor = current.last_cursor if current else None
+        if cont is not None:
+            ctx.params = payload.get("params")
+            return str(cont["run"]), cont["cursor"], int(cont["page"]), ctx.params
+        if current is not None and current.run is not None:
+            log.warning("%s/%s: a run of scope %r is in progress (run %s); entry message skipped",
+                        self.topology, self.node, scope, current.run)
+            return None
+        ctx.params = payload
+        return uuid.uuid4().hex[:16], ctx.last_cursor, 1, payload
+
+    def finish(self, page: Any, ctx: Context, run: str, cursor: Any, number: int, params: Any) -> list[Any]:
+        """The outputs of one fetched page: items, the cursor record, the continuation."""
+        if not isinstance(page, Page):
+            raise TypeError(f"a batch handler returns kstream.Page, not {type(page).__name__}")
+        scope = ctx.scope or ""
+        prev = self.cache.get(scope) or CursorState(self.topology, self.node, scope)
+        outputs: list[Any] = self._items(page.items)
+        now = datetime.now(UTC)
+        if page.cursor is None:
+            last = page.watermark if page.watermark is not None else cursor
+            state = replace(prev, run=None, cursor=None, last_cursor=last, pages=prev.pages + 1,
+                            items=prev.items + len(page.items), updated=now, completed=now)
+        else:
+            state = replace(prev, run=run, cursor=page.cursor, pages=prev.pages + 1 if prev.run == run else 1,
+                            items=(prev.items if prev.run == run else 0) + len(page.items), updated=now, completed=None)
+            nxt = {CONTINUATION: {"run": run, "cursor": page.cursor, "page": number + 1}, "params": params}
+            outputs.append(Emit(nxt, key=ctx.key, to=self.node))
+        outputs.append(Raw(self._topic, state.key.encode(), self._codec.encode(state)))
+        self.cache.put(state)
+        return outputs
+
+    def _items(self, items: Sequence[Any]) -> list[Any]:
+        mode = self.spec.emit
+        if mode == "record":
+            return list(items)
+        if mode == "page":
+            return [Emit(list(items))] if items else []
+        return [Emit(list(items[i:i + mode])) for i in range(0, len(items), mode)]
