@@ -126,11 +126,16 @@ class CursorCache:
         with self._lock:
             self._states[state.scope] = state
 
-    def refresh(self, states: Iterable[CursorState]) -> None:
-        """Take states read from the topic, except where this worker wrote something newer
-        (its latest writes may still sit in an open transaction)."""
+    def refresh(self, states: Iterable[CursorState], read_at: datetime) -> None:
+        """Take states read from the topic (as of ``read_at``), except where this worker wrote
+        something newer (its latest writes may still sit in an open transaction). A scope gone
+        from the topic (``kstream cursors reset``) is dropped unless written since."""
         with self._lock:
-            for s in states:
+            fresh = {s.scope: s for s in states}
+            for scope, mine in list(self._states.items()):
+                if scope not in fresh and mine.updated < read_at:
+                    del self._states[scope]
+            for s in fresh.values():
                 mine = self._states.get(s.scope)
                 if mine is None or mine.updated <= s.updated:
                     self._states[s.scope] = s
@@ -166,7 +171,8 @@ class BatchRunner:
         scope = ctx.key.decode() if ctx.key else ""
         cont = payload.get(CONTINUATION) if isinstance(payload, dict) else None
         if cont is None:  # a new run: see what others (a reset, another worker) wrote meanwhile
-            self.cache.refresh(self._load())
+            read_at = datetime.now(UTC)
+            self.cache.refresh(self._load(), read_at)
         current = self.cache.get(scope)
         ctx.scope = scope
         ctx.last_cursor = current.last_cursor if current else None
@@ -180,7 +186,7 @@ class BatchRunner:
         ctx.params = payload
         return uuid.uuid4().hex[:16], ctx.last_cursor, 1, payload
 
-    def finish(self, page: Any, ctx: Context, run: str, cursor: Any, number: int, params: Any) -> list[Any]:
+    def finish(self, page: Any, ctx: Context, *, run: str, cursor: Any, number: int, params: Any) -> list[Any]:
         """The outputs of one fetched page: items, the cursor record, the continuation."""
         if not isinstance(page, Page):
             raise TypeError(f"a batch handler returns kstream.Page, not {type(page).__name__}")

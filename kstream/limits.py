@@ -28,9 +28,8 @@ BACKOFF = 0.5
 BACKOFF_EVERY = 1.0
 """...so a burst of "too many requests" answers to calls already in flight halves it once..."""
 RECOVERY = 0.1
-"""...then the rate grows back by this fraction of the share per second..."""
-MIN_FACTOR = 0.05
-"""...and never drops below this fraction of the share."""
+"""...then the rate grows back by this fraction of the share per second. (A 429 every second
+settles the rate at 10% of the share: halving once a second against +10%/s.)"""
 MAX_WAIT = 0.25
 """A waiting ``acquire`` looks again at least this often (the share may have grown)."""
 POLL_TIMEOUT = 0.1
@@ -104,8 +103,8 @@ class TokenBucket:
     def take(self, now: float) -> float:
         """Take a token: 0.0 when taken, else the seconds until one may be (capped at :data:`MAX_WAIT`)."""
         self._refill(now)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= 1.0 - 1e-9:  # waited (1 - tokens) / rate: float rounding may leave 0.99999..
+            self._tokens = max(0.0, self._tokens - 1.0)
             return 0.0
         if now < self._paused_until:
             return min(MAX_WAIT, self._paused_until - now)
@@ -117,7 +116,7 @@ class TokenBucket:
         self._refill(now)
         self._tokens = 0.0
         if now - self._last_backoff >= BACKOFF_EVERY:
-            self._factor0, self._factor_at = max(MIN_FACTOR, self.factor(now) * BACKOFF), now
+            self._factor0, self._factor_at = self.factor(now) * BACKOFF, now
             self._last_backoff = now
         if retry_after:
             self._paused_until = max(self._paused_until, now + retry_after)

@@ -10,6 +10,7 @@ import click
 
 from kstream.app import build_worker, run_workers
 from kstream.cli.common import Options, app_argument, pass_options, setup_logging, topology_of
+from kstream.limits import GlobalRateLimiter
 
 
 @click.command()
@@ -30,7 +31,8 @@ def run(options: Options, app: str, nodes: tuple[str, ...], log_level: str) -> N
     settings = options.settings()
     names = list(nodes) or topology.order()
     stop = threading.Event()
-    workers = [build_worker(topology, name, settings, stop) for name in names]
+    limiters: dict[str, GlobalRateLimiter] = {}  # one per service, shared by this process's workers
+    workers = [build_worker(topology, name, settings, stop, limiters) for name in names]
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()

@@ -151,7 +151,7 @@ class NodeProcessor:
         if begun is None:
             return None
         run, cursor, number, params = begun
-        return self.batch.finish(self.node.fn(cursor, ctx), ctx, run, cursor, number, params)
+        return self.batch.finish(self.node.fn(cursor, ctx), ctx, run=run, cursor=cursor, number=number, params=params)
 
     async def _batch_page_async(self, payload: Any, ctx: Context) -> Any:
         assert self.batch is not None
@@ -159,7 +159,7 @@ class NodeProcessor:
         if begun is None:
             return None
         run, cursor, number, params = begun
-        return self.batch.finish(await self.node.fn(cursor, ctx), ctx, run, cursor, number, params)
+        return self.batch.finish(await self.node.fn(cursor, ctx), ctx, run=run, cursor=cursor, number=number, params=params)
 
     # -- pieces ---------------------------------------------------------------------------
 
