@@ -132,8 +132,8 @@ class CursorCache:
         from the topic (``kstream cursors reset``) is dropped unless written since."""
         with self._lock:
             fresh = {s.scope: s for s in states}
-            for scope, mine in list(self._states.items()):
-                if scope not in fresh and mine.updated < read_at:
+            for scope, held in list(self._states.items()):
+                if scope not in fresh and held.updated < read_at:
                     del self._states[scope]
             for s in fresh.values():
                 mine = self._states.get(s.scope)

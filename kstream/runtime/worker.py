@@ -72,6 +72,7 @@ class Worker:
         self._pending: list[Record] = []
         self._paused = False
         self._txn = transactions
+        self._last_commit = time.monotonic()
         batch = processor.node.batch
         self._every = batch.every if batch is not None else None
         self._interval = settings.transaction_interval if transactions is not None else settings.commit_interval
@@ -94,8 +95,7 @@ class Worker:
         self.state = State.RUNNING
         consume, batch_size, timeout = self._consumer.consume, self._settings.batch_size, self._settings.poll_timeout
         strategy = self.strategy
-        last_commit = time.monotonic()
-        next_run = last_commit + (self._every or 0.0)
+        next_run = time.monotonic() + (self._every or 0.0)
         try:
             if self._txn is not None:
                 self._txn.init(FLUSH_TIMEOUT)
@@ -120,9 +120,8 @@ class Worker:
                 if self._every is not None and now >= next_run:
                     next_run = now + self._every
                     self._schedule()
-                if now - last_commit >= self._interval or not batch:
+                if now - self._last_commit >= self._interval or not batch:
                     self._commit(asynchronous=True)
-                    last_commit = now
             self.state = State.STOPPING
             strategy.drain(self._settings.shutdown_timeout)
             strategy.check()
@@ -154,6 +153,10 @@ class Worker:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
         self._pending.extend(self._consumer.consume(self._settings.batch_size, 0.2))
+        # A long batch still commits what it finished (at-least-once only: an exactly-once
+        # commit needs the lane idle, so it waits for the batch's end).
+        if self._txn is None and time.monotonic() - self._last_commit >= self._interval:
+            self._commit(asynchronous=True)
         if self._stop.is_set():
             self.strategy.drain(self._settings.shutdown_timeout)
 
@@ -173,6 +176,7 @@ class Worker:
         Exactly-once: commit the open transaction with the offsets of every owned partition
         (its outputs may come from any of them), then begin the next.
         """
+        self._last_commit = time.monotonic()
         if self._txn is not None:
             self._commit_transaction(self._txn)
             return
