@@ -6,6 +6,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from kstream.batch import BatchRunner, read_cursors
 from kstream.config import Settings
@@ -18,6 +19,7 @@ from kstream.kafka.confluent import (
     KafkaTransactionalProducer,
     KafkaWorkerProducer,
 )
+from kstream.kafka.port import TopicPartition
 from kstream.limits import GlobalRateLimiter, Limiter
 from kstream.naming import group_id
 from kstream.provision import retry_topic_of
@@ -119,3 +121,26 @@ def trash_store(settings: Settings, *, batch_size: int = 500) -> TrashStore:
 
     return TrashStore(settings.trash_topic, KafkaTopicReader(settings.bootstrap_servers, settings.kafka), transactional,
                       batch_size=batch_size)
+
+
+class ReceiptProducer(KafkaProducer):
+    """A producer that keeps where each acknowledged record landed, for tools that print it
+    (``kstream start``). Positions are known once :meth:`flush` returned."""
+
+    def __init__(self, bootstrap: str, kafka: dict[str, str]) -> None:
+        self.written: list[TopicPartition] = []
+        super().__init__(bootstrap, kafka, **{"delivery.report.only.error": "false"})
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        super()._on_delivery(err, msg)
+        if err is None:
+            with self._lock:
+                self.written.append(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+
+
+def receipt_producer(settings: Settings) -> ReceiptProducer:
+    return ReceiptProducer(settings.bootstrap_servers, dict(settings.kafka))
+
+
+def cursor_reader(settings: Settings) -> KafkaTopicReader:
+    return KafkaTopicReader(settings.bootstrap_servers, settings.kafka)

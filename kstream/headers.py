@@ -35,14 +35,19 @@ _NOT_INHERITED = frozenset({ID, WORKFLOW, PARENT, HOPS, ATTEMPT, ORIGIN, REPLAY_
 class IdGenerator:
     """Unique message ids without a syscall per message: a random process prefix and a counter."""
 
-    __slots__ = ("_count", "_prefix")
+    __slots__ = ("_bprefix", "_count", "_prefix")
 
     def __init__(self) -> None:
         self._prefix = secrets.token_hex(8) + "-"
+        self._bprefix = self._prefix.encode()
         self._count = itertools.count(1)
 
     def __call__(self) -> str:
         return self._prefix + format(next(self._count), "x")
+
+    def header(self) -> tuple[str, bytes]:
+        """A ``kstream-id`` header with a fresh id, built without a str round trip."""
+        return (ID, b"%s%x" % (self._bprefix, next(self._count)))
 
 
 @dataclass(slots=True)
@@ -64,16 +69,33 @@ class Envelope:
             return []
         return [Attempt(datetime.fromtimestamp(ms / 1000, UTC), error) for ms, error in json.loads(self.attempts)]
 
-    def outgoing(self, origin: str, new_workflow: str) -> HeaderList:
-        """Headers of an output of this message, except ``kstream-id`` (one per output)."""
+    def outgoing(self, origin: tuple[str, bytes]) -> HeaderList:
+        """Headers of an output of this message, except ``kstream-id`` (one per output).
+
+        ``origin`` is the writer's ready-made :func:`origin_header`.
+        """
+        hops = self.hops + 1
         return [
-            (WORKFLOW, (self.workflow or new_workflow).encode()),
+            (WORKFLOW, (self.workflow or self.message_id).encode()),
             (PARENT, self.message_id.encode()),
-            (HOPS, str(self.hops + 1).encode()),
-            (ATTEMPT, b"1"),
-            (ORIGIN, origin.encode()),
+            _HOPS[hops] if hops < len(_HOPS) else (HOPS, str(hops).encode()),
+            _FIRST_ATTEMPT,
+            origin,
             *self.carried,
         ]
+
+
+def origin_header(topology: str, node: str) -> tuple[str, bytes]:
+    return (ORIGIN, f"{topology}/{node}".encode())
+
+
+def entry_headers(origin: tuple[str, bytes]) -> HeaderList:
+    """The constant part of the headers of an output of an entry message (hop 1)."""
+    return [_HOPS[1], _FIRST_ATTEMPT, origin]
+
+
+_HOPS = [(HOPS, str(i).encode()) for i in range(128)]
+_FIRST_ATTEMPT = (ATTEMPT, b"1")
 
 
 def read(headers: HeaderList | None, topic: str, partition: int, offset: int) -> Envelope:

@@ -7,9 +7,12 @@ from pathlib import Path
 import click
 
 from kstream.cli.common import KstreamGroup, Options
+from kstream.cli.cursors import cursors
 from kstream.cli.dev import dev
 from kstream.cli.graph import graph
+from kstream.cli.lag import lag
 from kstream.cli.run import run
+from kstream.cli.start import start
 from kstream.cli.topics import topics
 from kstream.cli.trash import trash
 
@@ -49,6 +52,9 @@ cli.add_command(topics)
 cli.add_command(run)
 cli.add_command(graph)
 cli.add_command(trash)
+cli.add_command(start)
+cli.add_command(cursors)
+cli.add_command(lag)
 
 
 def main() -> None:

@@ -186,13 +186,13 @@ class KafkaProducer:
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: HeaderList | None) -> None:
         try:
-            self._produce(topic, value, key, headers=cast(Any, headers))
+            self._produce(topic, value, key, headers=headers)  # type: ignore[arg-type]
         except BufferError:
             # Local queue full: serve delivery reports until there is room (backpressure).
             while True:
                 self._producer.poll(0.05)
                 try:
-                    self._produce(topic, value, key, headers=cast(Any, headers))
+                    self._produce(topic, value, key, headers=headers)  # type: ignore[arg-type]
                     return
                 except BufferError:
                     continue

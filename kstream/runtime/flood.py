@@ -23,6 +23,15 @@ class FloodGuard:
         self._ring = bytearray(window)
         self._i = self._n = self._fails = 0
 
+    def record_ok(self, n: int) -> None:
+        """Note ``n`` messages that did not fail (cheap while nothing in the window failed)."""
+        if self._fails == 0:
+            self._i = (self._i + n) % self._window
+            self._n = min(self._window, self._n + n)
+            return
+        for _ in range(n):
+            self.record(False)
+
     def record(self, failed: bool) -> None:
         """Note one finished message; raises :class:`TrashFlood` when failures exceed the share."""
         new = 1 if failed else 0

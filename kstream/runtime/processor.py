@@ -63,6 +63,10 @@ class NodeProcessor:
         self.origin = f"{topology.name}/{node.name}"
         self.routes: list[Route] = [(s.input_topic(namespace), s.key) for s in topology.successors(node.name)]
         self.routes += [(t, None) for t in node.to]
+        # Topics of routes that keep the input key, when no route re-keys (the fast path).
+        self._plain = [t for t, keyfn in self.routes] if all(k is None for _, k in self.routes) else None
+        self._origin_header = hdr.origin_header(topology.name, node.name)
+        self._entry_headers = hdr.entry_headers(self._origin_header)
         self.by_name: dict[str, Route] = {n.name: (n.input_topic(namespace), n.key) for n in topology.nodes.values()}
         self.retry: Retry = node.retry or NO_RETRY
         self.log = logging.getLogger(f"kstream.node.{topology.name}.{node.name}")
@@ -79,6 +83,8 @@ class NodeProcessor:
         self._fn: Callable[..., Any] = node.fn
         if batch is not None:
             self._fn = self._batch_page_async if node.is_async else self._batch_page
+        self._fast = (not node.is_async and not node.takes_context and batch is None and limiter is None
+                      and self._plain is not None and hop_limit > 1)
         self.trashed = 0
 
     # -- the two entry points -------------------------------------------------------------
@@ -89,28 +95,65 @@ class NodeProcessor:
         Retries wait in place (the partition waits: order holds), or, on a node with a retry
         topic, the message is handed to that topic with a due time and this returns False.
         """
-        env = self._envelope(msg)
+        if self._fast and msg.headers() is None:
+            return self._handle_plain(msg)
+        return self._handle(msg, self._envelope(msg), None)
+
+    def _handle(self, msg: Record, env: hdr.Envelope | None, failure: Exception | None) -> bool:
+        """The general path; ``failure`` is a first attempt's error the fast path already saw."""
         if env is None:
             return True
         fn, takes_context, decode, limiter = self._fn, self.node.takes_context, self.node.decode, self.limiter
         history: list[Attempt] = []
         while True:
-            ctx = self._context(msg, env, env.attempt + len(history)) if takes_context else None
-            try:
-                payload = decode(msg.value())
-                if limiter is not None:
-                    limiter.acquire()
-                result = fn(payload, ctx) if ctx is not None else fn(payload)
-                planned = self._plan(msg, env, result, ctx)
-            except Exception as exc:  # noqa: BLE001  (every failure is the message's, not ours)
-                outcome = self._failed(msg, env, exc, history)
-                if isinstance(outcome, bool):
-                    return outcome
-                if self._stop.wait(outcome):
-                    raise Abandoned(env.message_id) from None
-                continue
-            self._send(planned, env)
+            if failure is None:
+                ctx = self._context(msg, env, env.attempt + len(history)) if takes_context else None
+                try:
+                    payload = decode(msg.value())
+                    if limiter is not None:
+                        limiter.acquire()
+                    result = fn(payload, ctx) if ctx is not None else fn(payload)
+                    planned = self._plan(msg, env, result, ctx)
+                except Exception as exc:  # noqa: BLE001  (every failure is the message's, not ours)
+                    failure = exc
+                else:
+                    self._send(planned, env)
+                    return False
+            outcome = self._failed(msg, env, failure, history)
+            failure = None
+            if isinstance(outcome, bool):
+                return outcome
+            if self._stop.wait(outcome):
+                raise Abandoned(env.message_id) from None
+
+    def _handle_plain(self, msg: Record) -> bool:
+        """The hot path: a record without headers (from an external producer) into a plain sync
+        handler (no ctx, limiter or batch) whose routes keep the key: one value out, headers
+        from constants, no intermediate objects. Anything unusual takes the general path."""
+        try:
+            result = self.node.fn(self.node.decode(msg.value()))
+        except Exception as exc:  # noqa: BLE001
+            return self._handle(msg, self._envelope(msg), exc)
+        if result is None:
             return False
+        kind = type(result)
+        if kind is list or kind is Emit or kind is GeneratorType:
+            env = self._envelope(msg)
+            assert env is not None
+            self._send(self._plan(msg, env, result, None), env)
+            return False
+        data = result if kind is bytes else encode(result)
+        key = msg.key()
+        new_id = self._ids.header
+        base = [
+            (hdr.WORKFLOW, new_id()[1]),
+            (hdr.PARENT, b"%s/%d/%d" % (msg.topic().encode(), msg.partition(), msg.offset())),  # type: ignore[union-attr,str-format]
+            *self._entry_headers,
+        ]
+        produce = self._produce
+        for topic in self._plain:  # type: ignore[union-attr]
+            produce(topic, data, key, [new_id(), *base])
+        return False
 
     async def handle_async(self, msg: Record) -> bool:
         """:meth:`handle` for an async handler; ``Retry.timeout`` cancels a hung attempt."""
@@ -164,9 +207,12 @@ class NodeProcessor:
     # -- pieces ---------------------------------------------------------------------------
 
     def _envelope(self, msg: Record) -> hdr.Envelope | None:
+        headers = msg.headers()
+        if headers is None:  # a plain record from an external producer: a new workflow starts
+            return hdr.Envelope(f"{msg.topic()}/{msg.partition()}/{msg.offset()}", self._ids(), 0, 1, [])
         topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
         try:
-            env = hdr.read(msg.headers(), topic, partition, offset)
+            env = hdr.read(headers, topic, partition, offset)
         except (ValueError, UnicodeDecodeError) as exc:
             self._trash(failure_entry(msg, topology=self.topology, node=self.node.name, workflow=None,
                                       exc=DecodeError(f"bad kstream header: {exc}", reason="decode")))
@@ -227,8 +273,14 @@ class NodeProcessor:
 
     def _plan(self, msg: Record, env: hdr.Envelope, result: Any, ctx: Context | None) -> list[Planned]:
         """Every output record of this message, encoded, before any is produced."""
-        if result is None and ctx is None:
-            return []
+        if ctx is None:
+            if result is None:
+                return []
+            kind = type(result)
+            if self._plain is not None and kind is not list and kind is not Emit and kind is not GeneratorType:
+                # The common case: one value, to routes that keep the key.
+                data, key = encode(result), msg.key()
+                return [(topic, data, key) for topic in self._plain]
         outputs = _outputs(result)
         if ctx is not None:
             outputs.extend(ctx.take_emitted())
@@ -263,10 +315,10 @@ class NodeProcessor:
     def _send(self, planned: list[Planned], env: hdr.Envelope) -> None:
         if not planned:
             return
-        base = env.outgoing(self.origin, self._ids())
-        produce, ids = self._produce, self._ids
+        base = env.outgoing(self._origin_header)
+        produce, new_id = self._produce, self._ids.header
         for topic, data, key in planned:
-            produce(topic, data, key, [(hdr.ID, ids().encode()), *base])
+            produce(topic, data, key, [new_id(), *base])
 
 
 def _outputs(result: Any) -> list[Any]:

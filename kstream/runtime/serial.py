@@ -126,29 +126,45 @@ class Serial:
         self._lane.close()
 
     def _process_sync(self, batch: list[Record]) -> int:
-        handle, done, record = self._processor.handle, self._done, self._flood.record
+        # The hot loop: no per-message allocation beyond the offset entry.
+        handle, done, flood = self._processor.handle, self._done, self._flood
+        ok = 0
         for i, msg in enumerate(batch):
             if self._yield:
-                return i
+                return self._finish(i, ok)
             try:
                 failed = handle(msg)
             except Abandoned:
-                return i
-            record(failed)
-            done[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
-            self.processed += 1
-        return len(batch)
+                return self._finish(i, ok)
+            if failed:
+                flood.record_ok(ok)
+                ok = 0
+                flood.record(True)
+            else:
+                ok += 1
+            done[(msg.topic(), msg.partition())] = msg.offset() + 1  # type: ignore[index,operator]
+        return self._finish(len(batch), ok)
+
+    def _finish(self, n: int, ok: int) -> int:
+        self._flood.record_ok(ok)
+        self.processed += n
+        return n
 
     async def _process_async(self, batch: list[Record]) -> int:
-        handle, done, record = self._processor.handle_async, self._done, self._flood.record
+        handle, done, flood = self._processor.handle_async, self._done, self._flood
+        ok = 0
         for i, msg in enumerate(batch):
             if self._yield:
-                return i
+                return self._finish(i, ok)
             try:
                 failed = await handle(msg)
             except Abandoned:
-                return i
-            record(failed)
-            done[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
-            self.processed += 1
-        return len(batch)
+                return self._finish(i, ok)
+            if failed:
+                flood.record_ok(ok)
+                ok = 0
+                flood.record(True)
+            else:
+                ok += 1
+            done[(msg.topic(), msg.partition())] = msg.offset() + 1  # type: ignore[index,operator]
+        return self._finish(len(batch), ok)

@@ -47,7 +47,7 @@ def test_outgoing_increments_hops_keeps_the_workflow_and_sets_the_parent() -> No
                 (hdr.REPLAY_OF, b"trash-9"), ("x-tenant", b"acme")], "t", 0, 0)
 
     # When the headers of one of its outputs are made
-    out = env.outgoing("shop/enrich", new_workflow="unused")
+    out = env.outgoing(hdr.origin_header("shop", "enrich"))
 
     # Then
     assert dict(out) == {
@@ -59,7 +59,9 @@ def test_outgoing_increments_hops_keeps_the_workflow_and_sets_the_parent() -> No
 
 
 def test_outgoing_of_an_entry_message_starts_the_new_workflow() -> None:
-    out = dict(read(None, "t", 0, 5).outgoing("shop/parse", new_workflow="wf-new"))
+    env = read(None, "t", 0, 5)
+    env.workflow = "wf-new"  # the processor starts a workflow for an entry message
+    out = dict(env.outgoing(hdr.origin_header("shop", "parse")))
     assert (out[hdr.WORKFLOW], out[hdr.PARENT], out[hdr.HOPS]) == (b"wf-new", b"t/0/5", b"1")
 
 

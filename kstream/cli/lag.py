@@ -1,0 +1,141 @@
+"""``kstream lag``: per node, how much waits (consumer lag) and how fast it moves."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from kstream.app import admin
+from kstream.cli.common import Options, app_argument, pass_options, topology_of
+from kstream.kafka.port import Admin, GroupLag
+from kstream.naming import group_id
+from kstream.provision import retry_topic_of
+from kstream.topology import Topology
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One node's partitions at one moment."""
+
+    at: float
+    parts: list[GroupLag]
+
+    @property
+    def end(self) -> int:
+        return sum(p.end for p in self.parts)
+
+    @property
+    def committed(self) -> int:
+        # No commit yet: the group starts at the beginning (auto.offset.reset=earliest). Counted
+        # as offset 0, so lag is an upper bound where retention already deleted the start.
+        return sum(p.committed or 0 for p in self.parts)
+
+    @property
+    def lag(self) -> int:
+        return sum(max(0, p.end - (p.committed or 0)) for p in self.parts)
+
+
+@dataclass(frozen=True)
+class NodeLag:
+    node: str
+    group: str
+    topics: list[str]
+    first: Sample
+    last: Sample | None
+
+    @property
+    def lag(self) -> int:
+        return (self.last or self.first).lag
+
+    def rate(self, what: str) -> float | None:
+        if self.last is None or self.last.at <= self.first.at:
+            return None
+        delta = self.last.end - self.first.end if what == "in" else self.last.committed - self.first.committed
+        return max(0, delta) / (self.last.at - self.first.at)
+
+
+def _sample(client: Admin, group: str, topics: list[str]) -> Sample:
+    parts: list[GroupLag] = []
+    for topic in topics:
+        parts += client.lag(group, topic)
+    return Sample(time.monotonic(), parts)
+
+
+def measure(client: Admin, topology: Topology, namespace: str, interval: float) -> list[NodeLag]:
+    """Lag of every node (topology order), with rates over ``interval`` seconds (0: no rates)."""
+    targets = []
+    for name in topology.order():
+        node = topology.nodes[name]
+        retry = retry_topic_of(topology, name, namespace)
+        targets.append((name, group_id(namespace, topology.name, name), [node.input_topic(namespace), *([retry] if retry else [])]))
+    started = time.monotonic()
+    first = [_sample(client, group, topics) for _, group, topics in targets]
+    if interval <= 0:
+        return [NodeLag(n, g, t, s, None) for (n, g, t), s in zip(targets, first, strict=True)]
+    time.sleep(max(0.0, started + interval - time.monotonic()))  # the interval itself: rates need two samples
+    last = [_sample(client, group, topics) for _, group, topics in targets]
+    return [NodeLag(n, g, t, a, b) for (n, g, t), a, b in zip(targets, first, last, strict=True)]
+
+
+def bottleneck(nodes: list[NodeLag]) -> str | None:
+    """The node with the largest lag, if any node lags at all (the first of equals)."""
+    worst = max(nodes, key=lambda n: n.lag, default=None)
+    return worst.node if worst is not None and worst.lag > 0 else None
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}/s"
+
+
+def _json(nodes: list[NodeLag], topology: Topology, interval: float) -> dict[str, Any]:
+    worst = bottleneck(nodes)
+    return {
+        "topology": topology.name, "interval": interval, "bottleneck": worst,
+        "nodes": [{
+            "node": n.node, "group": n.group, "topics": n.topics, "lag": n.lag, "rate_in": n.rate("in"),
+            "rate_out": n.rate("out"), "in_flight": None, "bottleneck": n.node == worst,
+            "partitions": [{"topic": p.topic, "partition": p.partition, "committed": p.committed, "end": p.end,
+                            "lag": max(0, p.end - (p.committed or 0))} for p in (n.last or n.first).parts],
+        } for n in nodes],
+    }
+
+
+@click.command()
+@app_argument
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds between the two samples the rates come from (0: lag only).")
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds to wait for the broker on each request.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+@pass_options
+def lag(options: Options, app: str, interval: float, timeout: float, as_json: bool) -> None:
+    """Per node of APP: queue depth (consumer lag) and rates, and the bottleneck.
+
+    \b
+    LAG       sum over the input (and retry) partitions of end offset - committed offset
+              of the node's group; a group that never committed counts from offset 0
+    IN        messages per second appended to the node's input over --interval
+    OUT       committed offsets advanced per second over --interval (processed rate)
+    IN-FLIGHT not observable from outside the workers (no status topic yet): always "-"
+
+    The bottleneck is the node with the largest lag, when any node lags.
+    """
+    topology = topology_of(app)
+    settings = options.settings()
+    nodes = measure(admin(settings, timeout=timeout), topology, settings.namespace, interval)
+    if as_json:
+        click.echo(json.dumps(_json(nodes, topology, interval), indent=2))
+        return
+    worst = bottleneck(nodes)
+    rows = [("NODE", "LAG", "IN", "OUT", "IN-FLIGHT", "")]
+    for n in nodes:
+        rows.append((n.node, str(n.lag), _rate(n.rate("in")), _rate(n.rate("out")), "-",
+                     "<- bottleneck" if n.node == worst else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r[:-1], widths[:-1], strict=True))]
+        click.echo(("  ".join(cells) + "  " + r[-1]).rstrip())
