@@ -26,6 +26,7 @@ from kstream.provision import retry_topic_of
 from kstream.runtime.processor import NodeProcessor
 from kstream.runtime.worker import State, Worker
 from kstream.topology import Topology
+from kstream.trash import blocking_keys
 from kstream.trash_store import TrashStore
 
 log = logging.getLogger("kstream")
@@ -73,9 +74,13 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
         reader = KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
         batch = BatchRunner(topology=topology.name, node=name, spec=node.batch, cursors_topic=settings.cursors_topic,
                             load=lambda: read_cursors(reader, settings.cursors_topic, topology=topology.name, node=name))
+    parked = None
+    if node.on_failure == "park_key":
+        parked = blocking_keys(KafkaTopicReader(settings.bootstrap_servers, settings.kafka), settings.trash_topic,
+                               topology=topology.name, node=name)
     processor = NodeProcessor(
         topology, node, namespace=ns, producer=prod, trash_topic=settings.trash_topic,
-        hop_limit=settings.hop_limit, stop=stop, retry_topic=retry, batch=batch, limiter=limits.get(node.limit) if node.limit else None,
+        hop_limit=settings.hop_limit, stop=stop, retry_topic=retry, batch=batch, parked=parked, limiter=limits.get(node.limit) if node.limit else None,
     )
     consumer = KafkaConsumer(settings.bootstrap_servers, group, settings.kafka)
     topics = [node.input_topic(ns)] + ([retry] if retry else [])

@@ -22,6 +22,7 @@ HOPS = "kstream-hops"
 ATTEMPT = "kstream-attempt"
 ORIGIN = "kstream-origin"
 REPLAY_OF = "kstream-replay-of"
+RELEASE_OF = "kstream-release-of"  # a parked message released because its blocking entry was discarded
 TRACEPARENT = "traceparent"
 # Only on messages in a node's retry topic:
 DUE = "kstream-due"                    # epoch ms before which the retry must not run
@@ -29,7 +30,7 @@ ATTEMPTS = "kstream-attempts"          # JSON [[epoch ms, error], ...] of the fa
 RETRY_SOURCE = "kstream-retry-source"  # topic/partition/offset of the original input
 _RETRY = frozenset({ATTEMPT, DUE, ATTEMPTS, RETRY_SOURCE})
 # Set per message by the writer, never copied from an input to its outputs.
-_NOT_INHERITED = frozenset({ID, WORKFLOW, PARENT, HOPS, ATTEMPT, ORIGIN, REPLAY_OF, DUE, ATTEMPTS, RETRY_SOURCE})
+_NOT_INHERITED = frozenset({ID, WORKFLOW, PARENT, HOPS, ATTEMPT, ORIGIN, REPLAY_OF, RELEASE_OF, DUE, ATTEMPTS, RETRY_SOURCE})
 
 
 class IdGenerator:
@@ -153,6 +154,11 @@ def retry_source(headers: HeaderList | None) -> tuple[str, int, int] | None:
 
 def strip_retry(headers: HeaderList) -> HeaderList:
     return [(k, v) for k, v in headers if k not in _RETRY]
+
+
+def get_str(headers: HeaderList | None, name: str) -> str | None:
+    value = get(headers, name)
+    return value.decode(errors="replace") if value is not None else None
 
 
 def get(headers: HeaderList | None, name: str) -> bytes | None:

@@ -17,6 +17,7 @@ from typing import Any
 from kstream import headers as hdr
 from kstream.codecs import AvroCodec
 from kstream.errors import DecodeError
+from kstream.kafka.port import TopicReader
 from kstream.schemas import schema_path
 from kstream.types import Attempt, HeaderList, Record
 
@@ -24,6 +25,7 @@ REASON_DECODE = "decode"
 REASON_VALIDATION = "validation"
 REASON_ERROR = "error"
 REASON_HOP_LIMIT = "hop limit"
+REASON_PARKED = "parked"
 
 
 @dataclass(frozen=True)
@@ -129,3 +131,25 @@ class TrashCodec:
 
     def decode(self, data: bytes) -> TrashEntry:
         return TrashEntry.from_avro(self._avro.decode(data))
+
+
+def blocking_keys(reader: TopicReader, topic: str, *, topology: str, node: str, timeout: float = 30.0) -> dict[bytes | None, str]:
+    """For a node that parks keys: key -> id of the unresolved entry that blocks it (the latest
+    failure of the key that is not itself a parked message). Read when a worker starts, so
+    parking survives restarts."""
+    codec = TrashCodec()
+    latest: dict[bytes, bytes | None] = {}
+    for rec in reader.read_compacted(topic, timeout):
+        if rec.key() is not None:
+            latest[rec.key() or b""] = rec.value()
+    blocking: dict[bytes | None, TrashEntry] = {}
+    for value in latest.values():
+        if value is None:
+            continue
+        entry = codec.decode(value)
+        if entry.topology != topology or entry.node != node or entry.parked_behind is not None:
+            continue
+        held = blocking.get(entry.key)
+        if held is None or held.last_failure < entry.last_failure:
+            blocking[entry.key] = entry
+    return {key: entry.id for key, entry in blocking.items()}

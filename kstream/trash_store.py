@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from kstream.errors import ConfigError, DecodeError, NotFound
-from kstream.headers import REPLAY_OF
+from kstream.headers import RELEASE_OF, REPLAY_OF
 from kstream.kafka.port import TopicReader, TransactionalProducer
 from kstream.trash import TrashCodec, TrashEntry
 
@@ -92,7 +92,7 @@ def summary(entries: Iterable[TrashEntry]) -> list[tuple[str, str, str, int]]:
 
 def replay_headers(entry: TrashEntry) -> list[tuple[str, bytes | None]]:
     """The original headers with ``kstream-replay-of`` set to the entry id (replacing any earlier one)."""
-    return [*((k, v) for k, v in entry.headers if k != REPLAY_OF), (REPLAY_OF, entry.id.encode())]
+    return [*((k, v) for k, v in entry.headers if k not in (REPLAY_OF, RELEASE_OF)), (REPLAY_OF, entry.id.encode())]
 
 
 class TrashStore:
@@ -182,41 +182,66 @@ class TrashStore:
 
     def replay(self, selection: Selection, *, dry_run: bool = False, progress: Progress | None = None) -> list[TrashEntry]:
         """Produce each selected entry to the input topic where it failed and tombstone it, both
-        in one transaction per batch. Returns the entries (to be) replayed."""
+        in one transaction per batch. Messages parked behind a replayed entry (a node with
+        ``on_failure="park_key"``) follow it, in their original order. Returns the entries
+        (to be) replayed."""
 
-        def write(producer: TransactionalProducer, entry: TrashEntry) -> None:
+        def write(producer: TransactionalProducer, entry: TrashEntry, released_by: str | None) -> None:
             producer.produce(entry.topic, entry.value, entry.key, replay_headers(entry))
             producer.produce(self.topic, None, entry.id.encode(), None)
 
         return self._apply(selection, write, dry_run=dry_run, progress=progress)
 
     def discard(self, selection: Selection, *, dry_run: bool = False, progress: Progress | None = None) -> list[TrashEntry]:
-        """Tombstone the selected entries. Returns the entries (to be) discarded."""
+        """Tombstone the selected entries. Messages parked behind a discarded entry are
+        released: replayed in their original order, marked ``kstream-release-of`` so the node
+        lets their key flow again. Returns the entries (to be) discarded or released."""
 
-        def write(producer: TransactionalProducer, entry: TrashEntry) -> None:
+        def write(producer: TransactionalProducer, entry: TrashEntry, released_by: str | None) -> None:
+            if released_by is not None:
+                headers = [*replay_headers(entry), (RELEASE_OF, released_by.encode())]
+                producer.produce(entry.topic, entry.value, entry.key, headers)
             producer.produce(self.topic, None, entry.id.encode(), None)
 
         return self._apply(selection, write, dry_run=dry_run, progress=progress)
 
+    def _with_parked(self, entries: list[TrashEntry]) -> list[tuple[TrashEntry, str | None]]:
+        """Each entry followed by the entries parked behind it (original order), with the id of
+        the entry that releases them."""
+        behind: dict[str, list[TrashEntry]] = {}
+        for e in self.entries():
+            if e.parked_behind is not None:
+                behind.setdefault(e.parked_behind, []).append(e)
+        chosen = {e.id for e in entries}
+        out: list[tuple[TrashEntry, str | None]] = []
+        for e in entries:
+            if e.parked_behind is not None and e.parked_behind in chosen:
+                continue  # goes right after its blocking entry
+            out.append((e, None))
+            for parked in sorted(behind.get(e.id, []), key=lambda p: (p.partition, p.offset)):
+                out.append((parked, e.id))
+        return out
+
     def _apply(
         self,
         selection: Selection,
-        write: Callable[[TransactionalProducer, TrashEntry], None],
+        write: Callable[[TransactionalProducer, TrashEntry, str | None], None],
         *,
         dry_run: bool,
         progress: Progress | None,
     ) -> list[TrashEntry]:
         if dry_run:
-            return self.select(selection)
+            return [e for e, _ in self._with_parked(self.select(selection))]
         producer = self._txn()  # before reading: see the module docstring
-        entries = self.select(selection)
-        total = len(entries)
+        steps = self._with_parked(self.select(selection))
+        entries = [e for e, _ in steps]
+        total = len(steps)
         for start in range(0, total, self._batch_size):
-            batch = entries[start:start + self._batch_size]
+            batch = steps[start:start + self._batch_size]
             producer.begin()
             try:
-                for entry in batch:
-                    write(producer, entry)
+                for entry, released_by in batch:
+                    write(producer, entry, released_by)
             except BaseException:
                 producer.abort(self._timeout)
                 raise

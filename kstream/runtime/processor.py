@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from types import GeneratorType
 from typing import Any
@@ -26,7 +27,7 @@ from kstream.kafka.port import Producer
 from kstream.limits import Limiter
 from kstream.retry import NO_RETRY, Retry
 from kstream.topology import KeyFunc, Node, Topology
-from kstream.trash import REASON_HOP_LIMIT, TrashCodec, TrashEntry, failure_entry
+from kstream.trash import REASON_HOP_LIMIT, REASON_PARKED, TrashCodec, TrashEntry, failure_entry
 from kstream.types import Attempt, Record
 
 Route = tuple[str, KeyFunc | None]
@@ -57,6 +58,7 @@ class NodeProcessor:
         retry_topic: str | None = None,
         limiter: Limiter | None = None,
         batch: BatchRunner | None = None,
+        parked: dict[bytes | None, str] | None = None,
     ) -> None:
         self.node = node
         self.topology = topology.name
@@ -83,8 +85,11 @@ class NodeProcessor:
         self._fn: Callable[..., Any] = node.fn
         if batch is not None:
             self._fn = self._batch_page_async if node.is_async else self._batch_page
+        self._parked: dict[bytes | None, str] | None = None
+        if node.on_failure == "park_key":
+            self._parked = dict(parked or {})
         self._fast = (not node.is_async and not node.takes_context and batch is None and limiter is None
-                      and self._plain is not None and hop_limit > 1)
+                      and self._plain is not None and hop_limit > 1 and self._parked is None)
         self.trashed = 0
 
     # -- the two entry points -------------------------------------------------------------
@@ -97,6 +102,8 @@ class NodeProcessor:
         """
         if self._fast and msg.headers() is None:
             return self._handle_plain(msg)
+        if self._parked is not None and self._held_back(msg):
+            return False
         return self._handle(msg, self._envelope(msg), None)
 
     def _handle(self, msg: Record, env: hdr.Envelope | None, failure: Exception | None) -> bool:
@@ -157,6 +164,8 @@ class NodeProcessor:
 
     async def handle_async(self, msg: Record) -> bool:
         """:meth:`handle` for an async handler; ``Retry.timeout`` cancels a hung attempt."""
+        if self._parked is not None and self._held_back(msg):
+            return False
         env = self._envelope(msg)
         if env is None:
             return True
@@ -187,6 +196,26 @@ class NodeProcessor:
             if self._stop.is_set():
                 raise Abandoned(env.message_id)
             await asyncio.sleep(min(left, 0.1))
+
+    def _held_back(self, msg: Record) -> bool:
+        """Key parking: while a message of this key waits in the Trash, later ones of the key
+        go there too ("parked behind" it), in order, instead of overtaking it. The replay of the
+        blocking entry, or the release of its parked messages when it is discarded, lets the
+        key flow again. True when ``msg`` was parked."""
+        assert self._parked is not None
+        key = msg.key()
+        blocker = self._parked.get(key)
+        if blocker is None:
+            return False
+        headers = msg.headers()
+        lets_go = hdr.get(headers, hdr.REPLAY_OF) or b"", hdr.get(headers, hdr.RELEASE_OF) or b""
+        if blocker.encode() in lets_go:
+            del self._parked[key]
+            return False
+        entry = failure_entry(msg, topology=self.topology, node=self.node.name, reason=REASON_PARKED,
+                              exc=Permanent(f"parked behind {blocker}"), workflow=hdr.get_str(headers, hdr.WORKFLOW))
+        self._trash(replace(entry, error_type="Parked", parked_behind=blocker))
+        return True
 
     def _batch_page(self, payload: Any, ctx: Context) -> Any:
         assert self.batch is not None
@@ -254,8 +283,11 @@ class NodeProcessor:
                 return delay
             self._defer(msg, env, attempt, delay, history)
             return False
-        self._trash(failure_entry(msg, topology=self.topology, node=self.node.name, exc=exc, workflow=env.workflow,
-                                  attempts=(*env.history(), *history)))
+        entry = failure_entry(msg, topology=self.topology, node=self.node.name, exc=exc, workflow=env.workflow,
+                              attempts=(*env.history(), *history))
+        self._trash(entry)
+        if self._parked is not None:
+            self._parked[msg.key()] = entry.id
         return True
 
     def _defer(self, msg: Record, env: hdr.Envelope, attempt: int, delay: float, history: list[Attempt]) -> None:
