@@ -194,6 +194,8 @@ class Measurement:
     startup_s: float
     """Seconds from start until the first output message."""
     total_s: float
+    peak_rss_mb: float | None = None
+    """Peak resident memory (VmHWM) of the measured process, when it is a subprocess."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -213,8 +215,14 @@ def run_contender(
     expected: int,
     broker_pid: int | None,
     stall_timeout: float = 60.0,
+    cpu: Callable[[], float] = time.process_time,
+    peak_rss: Callable[[], int | None] | None = None,
 ) -> Measurement:
-    """Run ``contender`` in a thread until ``output`` holds ``expected`` records; time the steady part."""
+    """Run ``contender`` in a thread until ``output`` holds ``expected`` records; time the steady part.
+
+    ``cpu`` is whose CPU time is measured (default: this process); a contender that runs a
+    subprocess passes :meth:`ProcessContender.cpu` and :meth:`ProcessContender.peak_rss`.
+    """
     counter = WatermarkCounter(bootstrap, output, partitions)
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -226,6 +234,7 @@ def run_contender(
             errors.append(exc)
 
     samples: list[tuple[float, int, float, float | None]] = []  # (wall, count, own cpu, broker cpu)
+    peak: int | None = None
     thread = threading.Thread(target=target, name=f"bench-{name}", daemon=True)
     t0 = time.perf_counter()
     thread.start()
@@ -235,7 +244,10 @@ def run_contender(
             time.sleep(SAMPLE_INTERVAL)
             count = counter.count()
             now = time.perf_counter()
-            samples.append((now, count, time.process_time(), process_cpu(broker_pid)))
+            samples.append((now, count, cpu(), process_cpu(broker_pid)))
+            if peak_rss is not None:
+                rss = peak_rss()
+                peak = rss if rss is not None else peak
             if count >= expected:
                 break
             if errors:
@@ -254,7 +266,10 @@ def run_contender(
         raise BenchError(f"{name} failed while stopping: {errors[0]!r}") from errors[0]
     if samples[-1][1] > expected:
         print(f"  note: {name} wrote {samples[-1][1] - expected} more messages than expected (duplicates)")
-    return _measure(name, samples, expected, t0)
+    m = _measure(name, samples, expected, t0)
+    if peak is not None:
+        m.peak_rss_mb = peak / 2**20
+    return m
 
 
 def _crossing(samples: list[tuple[float, int, float, float | None]], mark: float) -> tuple[float, float, float | None]:
@@ -316,3 +331,321 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+# -- subprocess contenders -------------------------------------------------------------------------
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+LOGS_DIR = RESULTS_DIR / "logs"
+
+
+def proc_status_kb(pid: int | None, field: str) -> int | None:
+    """A ``kB`` field of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``...), or None if gone."""
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def rss_bytes(pid: int | None) -> int | None:
+    kb = proc_status_kb(pid, "VmRSS")
+    return None if kb is None else kb * 1024
+
+
+class ProcessContender:
+    """A contender that is its own process: started on ``__call__``, stopped by a signal.
+
+    Its CPU time (:meth:`cpu`) and peak RSS (:meth:`peak_rss`, ``VmHWM``) are read from
+    ``/proc`` while it runs; the last value read is kept once it has exited. Its output goes to
+    ``bench/results/logs/<name>.log``. Dying before it is stopped fails the run; a non-zero exit
+    status after the stop signal is only recorded (:attr:`exit_code`).
+    """
+
+    def __init__(self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None,
+                 stop_signal: int = 15, stop_timeout: float = 60.0) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = {**os.environ, **(env or {})}
+        self.stop_signal = stop_signal
+        self.stop_timeout = stop_timeout
+        self.pid: int | None = None
+        self.exit_code: int | None = None
+        self._cpu = 0.0
+        self._hwm: int | None = None
+        LOGS_DIR.mkdir(parents=True, exist_ok=True)
+        self.log = LOGS_DIR / f"{name}.log"
+
+    def __call__(self, stop: threading.Event) -> None:
+        import subprocess
+
+        with self.log.open("wb") as log:
+            proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
+            self.pid = proc.pid
+            try:
+                while not stop.wait(0.1):
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"{self.name} exited with {proc.returncode} before the end; "
+                                           f"log {self.log}:\n{self.tail()}")
+                self.cpu()
+                self.peak_rss()
+                proc.send_signal(self.stop_signal)
+                try:
+                    self.exit_code = proc.wait(self.stop_timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    self.exit_code = proc.wait(10)
+                    raise RuntimeError(f"{self.name} did not stop within {self.stop_timeout:g} s (killed)") from None
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+
+    def cpu(self) -> float:
+        value = process_cpu(self.pid)
+        if value is not None:
+            self._cpu = value
+        return self._cpu
+
+    def peak_rss(self) -> int | None:
+        kb = proc_status_kb(self.pid, "VmHWM")
+        if kb is not None:
+            self._hwm = kb * 1024
+        return self._hwm
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def peer_venv(name: str, requirements: Sequence[str]) -> Path:
+    """``bench/.venv-<name>`` with ``requirements`` from PyPI, created on first use; its python.
+
+    A stamp file records what was installed: a venv whose stamp differs is rebuilt.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    venv = BENCH_DIR / f".venv-{name}"
+    python = venv / "bin" / "python"
+    stamp = venv / ".bench-installed"
+    wanted = " ".join(requirements)
+    if python.exists() and stamp.exists() and stamp.read_text().strip() == wanted:
+        return python
+    print(f"creating {venv} with {wanted} (first use) ...", flush=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    base = shutil.which("python3") or sys.executable
+    subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
+    stamp.write_text(wanted + "\n")
+    return python
+
+
+def package_versions(python: Path | str, packages: Sequence[str]) -> dict[str, str | None]:
+    """Installed versions of ``packages`` in the interpreter ``python`` (None if missing)."""
+    import subprocess
+
+    code = ("import importlib.metadata as m, json, sys\n"
+            "def v(p):\n    try: return m.version(p)\n    except m.PackageNotFoundError: return None\n"
+            "print(json.dumps({p: v(p) for p in sys.argv[1:]}))")
+    out = subprocess.run([str(python), "-c", code, *packages], capture_output=True, text=True, check=True)
+    result: dict[str, str | None] = json.loads(out.stdout)
+    return result
+
+
+def versions(handle: BrokerHandle | None = None) -> dict[str, Any]:
+    """kstream's commit, Python, confluent-kafka / librdkafka and the broker's Kafka version."""
+    import platform
+    import subprocess
+
+    import confluent_kafka
+
+    def git(*args: str) -> str | None:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO, check=False)
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    sha = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--", "kstream")
+    kafka: str | None
+    if handle is not None and handle.pid is None:
+        kafka = "external broker (version not read)"
+    else:
+        from kstream.dev.broker import kafka_version
+
+        kafka = kafka_version()
+    return {
+        "kstream_git_sha": sha, "kstream_dirty": bool(dirty),
+        "python": platform.python_version(),
+        "confluent_kafka": confluent_kafka.version()[0], "librdkafka": confluent_kafka.libversion()[0],
+        "kafka_broker": kafka,
+    }  # fmt: skip
+
+
+def machine() -> dict[str, Any]:
+    model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu_model": model, "loadavg": [round(x, 2) for x in os.getloadavg()]}
+
+
+# -- kstream topologies for the benchmarks -----------------------------------------------------------
+
+
+def provision_topology(topology: Any, bootstrap: str, namespace: str, partitions: int) -> list[str]:
+    """Create the node input topics of ``topology`` (and any ``to=`` topics); returns their names."""
+    from kstream.app import admin
+    from kstream.config import load_settings
+    from kstream.provision import apply, plan
+
+    settings = load_settings(environ={}, overrides={"bootstrap_servers": bootstrap, "namespace": namespace,
+                                                    "topics": {"partitions": partitions}})
+    client = admin(settings)
+    apply(plan(topology, settings, client, create_external=True), client)
+    names = {n.input_topic(namespace) for n in topology.nodes.values()} | {t for n in topology.nodes.values() for t in n.to}
+    return sorted(names)
+
+
+def kstream_run(name: str, app: str, *, bootstrap: str, namespace: str, env: dict[str, str] | None = None,
+                kafka: dict[str, str] | None = None, config: Path | None = None) -> ProcessContender:
+    """A ``kstream run APP`` subprocess with the project's venv (all the app's nodes)."""
+    import sys
+
+    exe = Path(sys.executable).parent / "kstream"
+    argv = [str(exe)]
+    if config is not None:
+        argv += ["--config", str(config)]
+    argv += ["-b", bootstrap, "-n", namespace]
+    for k, v in (kafka or {}).items():
+        argv += ["-X", f"{k}={v}"]
+    argv += ["run", app, "--log-level", "warning"]
+    return ProcessContender(name, argv, env=env, stop_signal=15)
+
+
+def read_all(bootstrap: str, topic: str, count: int, *, timeout: float = 120.0,
+             committed: bool = False) -> list[Any]:
+    """Every record of ``topic`` from the beginning, until ``count`` or ``timeout``."""
+    c = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "bench-reader-" + os.urandom(4).hex(),
+        "auto.offset.reset": "earliest", "enable.auto.commit": False,
+        "isolation.level": "read_committed" if committed else "read_uncommitted",
+    })  # fmt: skip
+    c.subscribe([topic])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < count and time.monotonic() < deadline:
+            out.extend(m for m in c.consume(1000, 0.2) if m.error() is None)
+    finally:
+        c.close()
+    return out
+
+
+# -- rounds of subprocess contenders -------------------------------------------------------------------
+
+ProcessFactory = Callable[[str, str, str, str], ProcessContender]
+"""(bootstrap, input topic, output topic, run tag) -> a contender process reading input from the start."""
+
+
+@dataclass
+class Rounds:
+    """Every measured run of every contender, and the input each read."""
+
+    runs: dict[str, list[Measurement]]
+    inputs: dict[str, tuple[str, int]]
+    """contender -> (input topic, messages)."""
+    exit_codes: dict[str, list[int | None]]
+
+
+def run_process_rounds(
+    handle: BrokerHandle,
+    factories: dict[str, ProcessFactory],
+    *,
+    run_id: str,
+    prefix: str,
+    messages: int,
+    partitions: int,
+    repeat: int,
+    warmup: int,
+    created: list[str],
+    limits: dict[str, int] | None = None,
+    stall_timeout: float = 60.0,
+    output_partitions: int | None = None,
+) -> Rounds:
+    """Fill the input topic(s), run an unrecorded warm-up round, then ``repeat`` rotated rounds.
+
+    A contender in ``limits`` reads a topic holding only the first N records of the same data
+    (a slow peer that would take too long on all of them); its figures are over those N.
+    """
+    limits = {n: min(v, messages) for n, v in (limits or {}).items() if n in factories}
+    outp = output_partitions or partitions
+    names = list(factories)
+    exit_codes: dict[str, list[int | None]] = {n: [] for n in names}
+
+    def one(name: str, source: str, count: int, tag: str) -> Measurement:
+        output = f"{source}.out.{name}.{tag}"
+        create_topics(handle.bootstrap, [output], outp)
+        created.append(output)
+        proc = factories[name](handle.bootstrap, source, output, f"{run_id}{tag}")
+        m = run_contender(name, proc, bootstrap=handle.bootstrap, output=output, partitions=outp, expected=count,
+                          broker_pid=handle.pid, stall_timeout=stall_timeout, cpu=proc.cpu, peak_rss=proc.peak_rss)
+        exit_codes[name].append(proc.exit_code)
+        broker_cpu = "" if m.broker_cpu_s_per_100k is None else f", broker {m.broker_cpu_s_per_100k:.2f}"
+        rss = "" if m.peak_rss_mb is None else f", peak RSS {m.peak_rss_mb:.0f} MB"
+        print(f"  {tag:>6} {name:<12} {m.msgs_per_s:>10,.0f} msgs/s  {m.cpu_s_per_100k:.2f} CPU s/100k{broker_cpu}{rss}"
+              f"  (startup {m.startup_s:.1f} s, steady {m.steady_s:.1f} s, exit {proc.exit_code})", flush=True)
+        return m
+
+    if warmup:
+        warm = f"{prefix}.warm.{run_id}"
+        create_topics(handle.bootstrap, [warm], partitions)
+        created.append(warm)
+        produce_input(handle.bootstrap, warm, warmup)
+        print(f"warm-up ({warmup:,} messages, not recorded):", flush=True)
+        for name in names:
+            one(name, warm, warmup, "w")
+        for codes in exit_codes.values():
+            codes.clear()
+    inputs: dict[str, tuple[str, int]] = {}
+    by_count: dict[int, str] = {}
+    for count in sorted({messages, *limits.values()}, reverse=True):
+        topic = f"{prefix}.in{count}.{run_id}"
+        create_topics(handle.bootstrap, [topic], partitions)
+        created.append(topic)
+        started = time.perf_counter()
+        size = produce_input(handle.bootstrap, topic, count)
+        print(f"input {topic}: {count:,} records, {size / count:.0f} B average value, "
+              f"written in {time.perf_counter() - started:.1f} s", flush=True)
+        by_count[count] = topic
+    for name in names:
+        count = limits.get(name, messages)
+        inputs[name] = (by_count[count], count)
+    runs: dict[str, list[Measurement]] = {n: [] for n in names}
+    for r in range(repeat):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            source, count = inputs[name]
+            runs[name].append(one(name, source, count, f"r{r + 1}"))
+    return Rounds(runs, inputs, exit_codes)
+
+
+def summary(runs: Sequence[Measurement]) -> dict[str, Any]:
+    """:func:`median_of` plus the median peak RSS and the messages each run covered."""
+    med = median_of(runs)
+    rss = [r.peak_rss_mb for r in runs if r.peak_rss_mb is not None]
+    med["peak_rss_mb"] = statistics.median(rss) if rss else None
+    med["messages"] = runs[0].messages if runs else None
+    return med

@@ -80,7 +80,8 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
                                topology=topology.name, node=name)
     processor = NodeProcessor(
         topology, node, namespace=ns, producer=prod, trash_topic=settings.trash_topic,
-        hop_limit=settings.hop_limit, stop=stop, retry_topic=retry, batch=batch, parked=parked, limiter=limits.get(node.limit) if node.limit else None,
+        hop_limit=settings.hop_limit, stop=stop, retry_topic=retry, batch=batch, parked=parked,
+        limiter=limits.get(node.limit) if node.limit else None,
     )
     consumer = KafkaConsumer(settings.bootstrap_servers, group, settings.kafka)
     topics = [node.input_topic(ns)] + ([retry] if retry else [])
