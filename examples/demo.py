@@ -1,27 +1,43 @@
-"""`make demo`: the example topology on sample data against the local broker, end to end.
+"""`make demo`: the example topologies on sample data against the local broker, end to end.
 
-Applies the topics, produces sample orders (a few of them broken), runs the three workers until
-every order is either delivered or in the Trash, prints what happened and stops.
+1. stream: sample orders (three of them broken) flow through parse -> price -> deliver; the
+   good ones reach erp.orders, the broken ones land in the Trash with their reasons;
+2. trash: the operator lists and shows them, an invalid fix is refused, the fixes are kept
+   (`kstream trash edit`) and replayed (`kstream trash replay`); they arrive;
+3. batch: a small shop API (cursor pagination, occasional 503s) is pulled page by page into
+   the same stream (`kstream start`); a second run picks up only the orders added since.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+APP = "examples/orders.py:topology"
 
-from examples.orders import topology
-from kstream.app import admin, build_worker, run_workers
+from examples.orders import PRICES, topology
+from examples.shop import topology as shop
+from examples.shop_api import ShopApi
+from kstream.app import admin, build_worker, run_workers, trash_store
+from kstream.batch import read_cursors
 from kstream.cli.common import Options
+from kstream.config import Settings
+from kstream.kafka.confluent import KafkaTopicReader
 from kstream.provision import apply, plan
-from kstream.trash import TrashCodec
+from kstream.trash import TrashEntry
+from kstream.trash_store import TrashFilter
 
 SOURCE, SINK = "shop.orders.raw", "erp.orders"
 
@@ -62,49 +78,130 @@ def read_since(bootstrap: str, topic: str, start: dict[int, int], count: int, ti
         c.close()
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.ERROR)  # the per-message warnings would drown the summary
-    settings = Options().settings()
-    bootstrap = settings.bootstrap_servers
-    print(f"broker      {bootstrap}")
-    client = admin(settings)
-    for change in apply(plan(topology, settings, client, create_external=True), client):
-        print(f"topic       {change.line()}")
-    out_start = end_offsets(bootstrap, SINK)
-    trash_start = end_offsets(bootstrap, settings.trash_topic)
+def kstream_cli(bootstrap: str, *args: str, stdin: str | None = None) -> str:
+    """Run the kstream CLI as an operator would; print and return what it says."""
+    argv = [sys.executable, "-m", "kstream.cli.main", "-b", bootstrap, *args]
+    print(f"\n$ kstream {' '.join(args)}")
+    proc = subprocess.run(argv, capture_output=True, text=True, input=stdin, timeout=120, cwd=ROOT, check=False)
+    for line in (proc.stdout + proc.stderr).splitlines():
+        print(f"  {line}")
+    return proc.stdout
 
-    run = time.strftime("%H%M%S")
+
+def fixed_payload(entry: TrashEntry) -> bytes:
+    """How the operator fixes each broken order (the demo knows what it broke)."""
+    if entry.node == "parse":  # the truncated JSON: type the order in again
+        return orjson.dumps({"order": "broken-json-fixed", "customer": "c9", "items": [["plum", 2]]})
+    order = orjson.loads(entry.value or b"{}")
+    for line in order["lines"]:
+        line["qty"] = max(line["qty"], 1)
+        if line["sku"] not in PRICES:
+            line["sku"] = "kiwi"
+    return orjson.dumps(order)
+
+
+def act_stream(settings: Settings, run: str) -> bool:
+    bootstrap = settings.bootstrap_servers
+    out_start, trash_start = end_offsets(bootstrap, SINK), end_offsets(bootstrap, settings.trash_topic)
     records = sample_orders(run)
     producer = Producer({"bootstrap.servers": bootstrap})
     for key, value in records:
         producer.produce(SOURCE, value, key)
     producer.flush(30)
-    print(f"produced    {len(records)} orders to {SOURCE} (3 of them broken)")
-
-    stop = threading.Event()
-    workers = [build_worker(topology, name, settings, stop) for name in topology.order()]
-    runner = threading.Thread(target=run_workers, args=(workers, stop))
-    runner.start()
-    try:
-        delivered = read_since(bootstrap, SINK, out_start, 20, timeout=60)
-        trashed = read_since(bootstrap, settings.trash_topic, trash_start, 3, timeout=30)
-    finally:
-        stop.set()
-        runner.join(30)
-
+    print(f"\n== 1. stream: {len(records)} orders to {SOURCE} (3 of them broken)")
+    delivered = read_since(bootstrap, SINK, out_start, 20, timeout=60)
+    trashed = read_since(bootstrap, settings.trash_topic, trash_start, 3, timeout=30)
     print(f"in          {len(records)}")
     print(f"out         {len(delivered)} delivered to {SINK}")
     print(f"trashed     {len(trashed)} in {settings.trash_topic}")
-    for w in workers:
-        print(f"  node {w.processor.node.name:<8} processed {w.processed:>3}  trashed {w.processor.trashed}")
-    codec = TrashCodec()
-    for data in trashed:
-        e = codec.decode(data)
-        print(f"  trash {e.id}  node={e.node:<7} reason={e.reason:<10} {e.error_message[:70]}")
     if delivered:
         print(f"sample out  {delivered[0].decode()}")
-    ok = len(delivered) == 20 and len(trashed) == 3
-    print("demo ok: every order delivered or in the Trash" if ok else "demo FAILED: some orders are unaccounted for")
+    return len(delivered) == 20 and len(trashed) == 3
+
+
+def act_trash(settings: Settings, tmp: Path, since: datetime) -> bool:
+    bootstrap = settings.bootstrap_servers
+    print("\n== 2. trash: inspect, fix and replay the broken orders")
+    store = trash_store(settings)
+    entries = store.entries(TrashFilter(topology="orders", since=since))
+    store.close()
+    kstream_cli(bootstrap, "trash", "list", "--topology", "orders", "--since", since.isoformat())
+    if not entries:
+        return False
+    kstream_cli(bootstrap, "trash", "show", entries[0].id)
+    bad = tmp / "still-bad.json"
+    price_entry = next((e for e in entries if e.node == "price"), None)
+    if price_entry is not None:  # an edit that is still invalid is refused, the entry unchanged
+        bad.write_bytes((price_entry.value or b"").replace(b'"qty":-2', b'"qty":-5'))
+        kstream_cli(bootstrap, "trash", "edit", price_entry.id, "--app", APP, "--file", str(bad))
+    for entry in entries:
+        fixed = tmp / f"{entry.id}.json"
+        fixed.write_bytes(fixed_payload(entry))
+        kstream_cli(bootstrap, "trash", "edit", entry.id, "--app", APP, "--file", str(fixed))
+    out_start = end_offsets(bootstrap, SINK)
+    kstream_cli(bootstrap, "trash", "replay", *(e.id for e in entries))
+    arrived = read_since(bootstrap, SINK, out_start, len(entries), timeout=60)
+    for data in arrived:
+        print(f"replayed -> {data.decode()}")
+    return len(arrived) == len(entries)
+
+
+def act_batch(settings: Settings, run: str) -> bool:
+    bootstrap = settings.bootstrap_servers
+    print("\n== 3. batch: pull orders page by page from the shop API (with occasional 503s)")
+    ok = True
+    with ShopApi(120, fail_every=3) as api:
+        os.environ["SHOP_API"] = api.url
+        for label, expected in (("full sync", 120), ("delta", 15)):
+            if label == "delta":
+                api.add(15)
+            out_start = end_offsets(bootstrap, SINK)
+            kstream_cli(bootstrap, "start", "examples/shop.py:topology", "pull", "--key", run)
+            arrived = read_since(bootstrap, SINK, out_start, expected, timeout=90)
+            wait_for_run_end(settings, run)
+            print(f"{label:<11} {len(arrived)} orders pulled, processed and delivered to {SINK} "
+                  f"(the API has answered {api.requests} requests so far, {api.failures} of them 503)")
+            ok = ok and len(arrived) == expected
+    kstream_cli(bootstrap, "cursors", "get", "examples/shop.py:topology", "pull", "--scope", run)
+    return ok
+
+
+def wait_for_run_end(settings: Settings, scope: str) -> None:
+    reader = KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states = read_cursors(reader, settings.cursors_topic, topology="shop", node="pull")
+        if any(s.scope == scope and s.run is None for s in states):
+            return
+        time.sleep(0.2)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.ERROR)  # the per-message warnings would drown the summary
+    settings = Options().settings()
+    print(f"broker      {settings.bootstrap_servers}")
+    client = admin(settings)
+    for topo in (topology, shop):
+        for change in apply(plan(topo, settings, client, create_external=True), client):
+            print(f"topic       {change.line()}")
+    run = time.strftime("%H%M%S")
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    stop = threading.Event()
+    workers = [build_worker(t, name, settings, stop) for t in (topology, shop) for name in t.order()]
+    runner = threading.Thread(target=run_workers, args=(workers, stop))
+    runner.start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            results = [act_stream(settings, run), act_trash(settings, Path(tmp), since), act_batch(settings, run)]
+    finally:
+        stop.set()
+        runner.join(30)
+    print("\n== per node")
+    for w in workers:
+        print(f"  {w.name:<16} processed {w.processed:>4}  trashed {w.processor.trashed}")
+    ok = all(results)
+    print("\ndemo ok: every order delivered, fixed from the Trash, or pulled from the API"
+          if ok else f"\ndemo FAILED: acts ok = {results}")
     return 0 if ok else 1
 
 

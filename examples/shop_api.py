@@ -22,6 +22,7 @@ class ShopApi:
         self.fail_every = fail_every
         self.fail_after: int | None = None
         self.requests = 0
+        self.failures = 0
         self.add(orders)
         api = self
 
@@ -61,8 +62,10 @@ class ShopApi:
         with self._lock:
             self.requests += 1
             if self.fail_every and self.requests % self.fail_every == 0:
+                self.failures += 1
                 return 503, {"error": "try again"}
             if self.fail_after is not None and after == self.fail_after:
+                self.failures += 1
                 return 503, {"error": "this page keeps failing"}
             items = [o for o in self._orders if o["id"] > after][:limit]
             more = bool(items) and items[-1]["id"] < self._orders[-1]["id"]

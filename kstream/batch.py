@@ -194,13 +194,15 @@ class BatchRunner:
         prev = self.cache.get(scope) or CursorState(self.topology, self.node, scope)
         outputs: list[Any] = self._items(page.items)
         now = datetime.now(UTC)
+        # pages/items count the run in progress, or the last run once it completed
+        same_run = prev.run == run
+        pages, items = (prev.pages if same_run else 0) + 1, (prev.items if same_run else 0) + len(page.items)
         if page.cursor is None:
             last = page.watermark if page.watermark is not None else cursor
-            state = replace(prev, run=None, cursor=None, last_cursor=last, pages=prev.pages + 1,
-                            items=prev.items + len(page.items), updated=now, completed=now)
+            state = replace(prev, run=None, cursor=None, last_cursor=last, pages=pages, items=items,
+                            updated=now, completed=now)
         else:
-            state = replace(prev, run=run, cursor=page.cursor, pages=prev.pages + 1 if prev.run == run else 1,
-                            items=(prev.items if prev.run == run else 0) + len(page.items), updated=now, completed=None)
+            state = replace(prev, run=run, cursor=page.cursor, pages=pages, items=items, updated=now, completed=None)
             nxt = {CONTINUATION: {"run": run, "cursor": page.cursor, "page": number + 1}, "params": params}
             outputs.append(Emit(nxt, key=ctx.key, to=self.node))
         outputs.append(Raw(self._topic, state.key.encode(), self._codec.encode(state)))

@@ -222,7 +222,7 @@ class MemoryConsumer:
             while True:
                 out = self._fetch(member, max_messages)
                 left = deadline - time.monotonic()
-                if out or left <= 0 or self._rebalance_due(member):
+                if out or left <= 0 or any(self._plan(member)):
                     return out
                 b.changed.wait(left)
 
@@ -240,25 +240,22 @@ class MemoryConsumer:
             member.positions[tp] = _read(b.topics[tp[0]].logs[tp[1]], pos, max_messages, out)
         return out
 
-    def _rebalance_due(self, member: _Member) -> bool:
-        b = self._broker
-        target = set(b._target(b.groups[self._group_id])[id(member)])
-        owned_elsewhere = {tp for m in b.groups[self._group_id].members if m is not member for tp in m.owned}
-        return set(member.owned) - target != set() or bool(target - set(member.owned) - owned_elsewhere)
+    def _plan(self, member: _Member) -> tuple[list[Partition], list[Partition]]:
+        """What the target takes from ``member``, and what it adds that nobody else holds."""
+        group = self._broker.groups[self._group_id]
+        target = self._broker._target(group)[id(member)]
+        held = {tp for m in group.members for tp in m.owned}
+        return [tp for tp in member.owned if tp not in target], [tp for tp in target if tp not in held]
 
     def _rebalance(self, member: _Member) -> None:
-        """Revoke what the target takes away, then assign what it adds and nobody else holds."""
-        b = self._broker
-        with b.lock:
-            target = b._target(b.groups[self._group_id])[id(member)]
-            revoked = [tp for tp in member.owned if tp not in target]
+        """Revoke first (the partitions stay held meanwhile, so nobody else reads them), then assign."""
+        with self._broker.lock:
+            revoked, _ = self._plan(member)
         if revoked:
             member.on_revoke([TopicPartition(t, p) for t, p in revoked])
-        with b.lock:
+        with self._broker.lock:
             self._release(member, revoked)
-            group = b.groups[self._group_id]
-            held = {tp for m in group.members for tp in m.owned}
-            added = [tp for tp in b._target(group)[id(member)] if tp not in held]
+            _, added = self._plan(member)
             member.owned.extend(added)
             member.paused.difference_update(added)
         if added:

@@ -113,6 +113,18 @@ class Concurrent:
             raise self._error
 
     def close(self) -> None:
+        # Cancel what still runs (a failing worker drains nothing) so no task is destroyed pending.
+        async def cancel_all() -> None:
+            tasks = [t for running in self._running.values() for t in running]
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks, timeout=2) if tasks else None
+
+        if self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(cancel_all(), self._loop).result(5)
+            except Exception as exc:  # noqa: BLE001  (closing anyway)
+                log.debug("cancelling tasks at close: %s", exc)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         if self._pool is not None:

@@ -38,4 +38,4 @@ class PartitionOffsets:
 
     @property
     def in_flight(self) -> int:
-        return len(self._unfinished)
+        return len(self._unfinished) - len(self._finished)

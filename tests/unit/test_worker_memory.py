@@ -1,0 +1,270 @@
+"""The runtime's pure logic (strategies, offsets, rebalances, flood limit) on the in-memory broker.
+
+A :class:`Worker` is wired as :func:`kstream.app.build_worker` wires it, with the in-memory
+adapters instead of Kafka: no network, each test well under a second.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from kstream.config import RuntimeSettings
+from kstream.errors import TrashFlood
+from kstream.kafka.memory import MemoryBroker, MemoryConsumer, MemoryProducer
+from kstream.runtime.concurrent import Concurrent
+from kstream.runtime.offsets import PartitionOffsets
+from kstream.runtime.processor import NodeProcessor
+from kstream.runtime.serial import Serial
+from kstream.runtime.worker import State, Worker
+from kstream.topology import Topology
+from kstream.trash import TrashCodec
+
+SRC, OUT, TRASH, GROUP = "shop.in", "shop.out", "ns.trash", "ns.shop.n"
+SERIAL = {"prefetch": 1}
+CONCURRENT = {"prefetch": 8, "ordering": "key"}
+STRATEGIES = [pytest.param(SERIAL, id="serial"), pytest.param(CONCURRENT, id="concurrent")]
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s"
+        time.sleep(0.002)
+
+
+class Running:
+    """A worker on its own thread; ``error`` holds what ``run`` raised."""
+
+    def __init__(self, broker: MemoryBroker, handler: Callable[[Any], Any], options: dict[str, Any],
+                 settings: RuntimeSettings) -> None:
+        t = Topology("shop")
+        t.node("n", source=SRC, to=OUT, **options)(handler)
+        self.stop = threading.Event()
+        producer = MemoryProducer(broker)
+        processor = NodeProcessor(t, t.get("n"), namespace="ns", producer=producer, trash_topic=TRASH, hop_limit=100,
+                                  stop=self.stop)
+        self.consumer = MemoryConsumer(broker, GROUP)
+        self.worker = Worker(processor, self.consumer, producer, topics=[SRC], settings=settings, stop=self.stop)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def owned(self) -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+
+    def join(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture()
+def broker() -> MemoryBroker:
+    b = MemoryBroker()
+    b.create_topic(SRC, 2)
+    b.create_topic(OUT, 2)
+    b.create_topic(TRASH, 1)
+    return b
+
+
+@pytest.fixture()
+def start(broker: MemoryBroker) -> Iterator[Callable[..., Running]]:
+    started: list[Running] = []
+
+    def run(handler: Callable[[Any], Any], options: dict[str, Any], **settings: Any) -> Running:
+        defaults: dict[str, Any] = {"poll_timeout": 0.005, "commit_interval": 0.005, "shutdown_timeout": 2.0, **settings}
+        r = Running(broker, handler, options, RuntimeSettings(**defaults))
+        started.append(r)
+        return r
+
+    yield run
+    for r in started:
+        r.join()
+
+
+def produce(broker: MemoryBroker, n: int, *, keys: int = 6, start: int = 0, topic: str = SRC) -> None:
+    p = MemoryProducer(broker)
+    for i in range(start, start + n):
+        p.produce(topic, orjson.dumps({"i": i}), f"k{i % keys}".encode(), None)
+
+
+def outputs(broker: MemoryBroker) -> list[int]:
+    return [orjson.loads(r.value() or b"")["i"] for r in broker.records(OUT)]
+
+
+def ends(broker: MemoryBroker, topic: str = SRC) -> dict[tuple[str, int], int]:
+    """Per non-empty partition, the offset a group that read everything has committed."""
+    return {(topic, p): len(log) for p, log in enumerate(broker.topics[topic].logs) if log}
+
+
+# -- processing and commits -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", STRATEGIES)
+def test_a_worker_produces_every_output_and_commits_every_offset(broker: MemoryBroker, start: Callable[..., Running],
+                                                                 options: dict[str, Any]) -> None:
+    produce(broker, 50)
+    r = start(lambda v: v, options)
+    assert isinstance(r.worker.strategy, Serial if options is SERIAL else Concurrent)
+    wait_until(lambda: broker.committed(GROUP) == ends(broker), "everything committed")
+    assert sorted(outputs(broker)) == list(range(50))
+    assert r.worker.processed == 50
+    r.join()
+    assert r.worker.state is State.STOPPED and r.error is None
+
+
+@pytest.mark.parametrize("options", [pytest.param(SERIAL, id="serial"),
+                                     pytest.param({"prefetch": 8, "ordering": "none"}, id="concurrent")])
+def test_offsets_are_committed_only_up_to_the_lowest_unfinished_message(
+        broker: MemoryBroker, start: Callable[..., Running], options: dict[str, Any]) -> None:
+    # Given a one-partition input whose message 3 blocks until released
+    broker.create_topic(SRC, 1)
+    release = threading.Event()
+
+    def handler(v: Any) -> Any:
+        if v["i"] == 3:
+            release.wait(5)
+        return v
+
+    produce(broker, 10, keys=10)
+    r = start(handler, options)
+    # When everything else that can finish has finished
+    finished = 3 if options is SERIAL else 9  # the serial strategy waits behind message 3
+    wait_until(lambda: len(outputs(broker)) == finished, "the others finished")
+    try:
+        # (the serial strategy commits from keepalive while its batch is blocked)
+        wait_until(lambda: broker.committed(GROUP) == {(SRC, 0): 3}, "committed below the blocked message", timeout=2.0)
+    except AssertionError:
+        release.set()  # let the worker stop
+        raise
+    # Then the commit stays at the blocked message however long it takes
+    time.sleep(0.05)  # (several commit intervals)
+    assert broker.committed(GROUP) == {(SRC, 0): 3}
+    release.set()
+    wait_until(lambda: broker.committed(GROUP) == {(SRC, 0): 10}, "everything committed")
+    assert sorted(outputs(broker)) == list(range(10))
+    assert r.error is None
+
+
+def test_messages_of_one_key_run_one_at_a_time_in_order_with_prefetch(broker: MemoryBroker,
+                                                                      start: Callable[..., Running]) -> None:
+    lock = threading.Lock()
+    running: set[int] = set()
+    seen: list[int] = []
+    overlaps: list[int] = []
+    concurrent_peak = [0]
+
+    def handler(v: Any) -> Any:
+        key = v["i"] % 4
+        with lock:
+            if key in running:
+                overlaps.append(v["i"])
+            running.add(key)
+            concurrent_peak[0] = max(concurrent_peak[0], len(running))
+        time.sleep(0.001)  # (let the others in: this is what prefetch is for)
+        with lock:
+            running.discard(key)
+            seen.append(v["i"])
+        return v
+
+    produce(broker, 200, keys=4)
+    r = start(handler, CONCURRENT)
+    wait_until(lambda: broker.committed(GROUP) == ends(broker), "everything committed")
+    assert overlaps == []
+    for key in range(4):
+        assert [i for i in seen if i % 4 == key] == list(range(key, 200, 4))
+    assert concurrent_peak[0] > 1, "keys ran in parallel"
+    assert r.error is None
+
+
+@pytest.mark.parametrize("options", STRATEGIES)
+def test_a_second_member_takes_partitions_over_without_losing_messages(
+        broker: MemoryBroker, start: Callable[..., Running], options: dict[str, Any]) -> None:
+    # Given one worker owning both partitions, busy with a stream of messages
+    produce(broker, 100)
+    first = start(lambda v: v, options)
+    wait_until(lambda: len(first.owned()) == 2, "first owns everything")
+    # When a second member joins while more messages arrive
+    second = start(lambda v: v, options)
+    produce(broker, 100, start=100)
+    wait_until(lambda: first.owned() and second.owned(), "partitions split")
+    produce(broker, 100, start=200)
+    # Then the partitions are split, every message is processed (maybe twice: at least once),
+    # and everything is committed
+    assert not first.owned() & second.owned()
+    wait_until(lambda: broker.committed(GROUP) == ends(broker), "everything committed")
+    assert set(outputs(broker)) == set(range(300))
+    assert first.error is None and second.error is None
+    # When the second leaves, the first takes its partitions back and goes on
+    second.join()
+    wait_until(lambda: len(first.owned()) == 2, "first owns everything again")
+    produce(broker, 10, start=300)
+    wait_until(lambda: broker.committed(GROUP) == ends(broker), "the rest committed")
+    assert set(outputs(broker)) == set(range(310))
+
+
+@pytest.mark.parametrize("options", STRATEGIES)
+def test_the_flood_limit_stops_the_worker_without_committing_past_the_stop(
+        broker: MemoryBroker, start: Callable[..., Running], options: dict[str, Any]) -> None:
+    # Given a handler that fails on everything
+    def handler(v: Any) -> Any:
+        raise ValueError("bad deploy")
+
+    produce(broker, 100)
+    r = start(handler, options, flood_min=10, flood_window=20, flood_share=0.5, commit_interval=60.0)
+    # Then the worker stops loudly after about flood_min messages
+    r.thread.join(5)
+    assert isinstance(r.error, TrashFlood)
+    assert r.worker.state is State.FAILED
+    trashed = broker.records(TRASH)
+    assert 10 <= len(trashed) < 100
+    # and nothing is committed past a message that is not in the Trash
+    in_trash = {(e.partition, e.offset) for e in (TrashCodec().decode(t.value() or b"") for t in trashed)}
+    for (_, partition), offset in broker.committed(GROUP).items():
+        assert {(partition, o) for o in range(offset)} <= in_trash
+    assert outputs(broker) == []
+
+
+# -- PartitionOffsets -------------------------------------------------------------------------
+
+
+def test_partition_offsets_commit_up_to_the_lowest_unfinished() -> None:
+    o = PartitionOffsets()
+    assert o.committable() is None
+    for offset in range(10, 15):
+        o.start(offset)
+    o.finish(12)
+    o.finish(14)
+    assert o.committable() == 10 and o.in_flight == 3
+    o.finish(10)
+    assert o.committable() == 11 and o.in_flight == 2
+    o.finish(11)
+    assert o.committable() == 13
+    o.finish(13)
+    assert o.committable() == 15 and o.in_flight == 0
+
+
+def test_partition_offsets_with_gaps_commit_past_the_highest_finished() -> None:
+    # Offsets skip (transaction markers, compaction): one past the highest finished, not +1 each
+    o = PartitionOffsets()
+    for offset in (3, 7, 20):
+        o.start(offset)
+    o.finish(20)
+    assert o.committable() == 3
+    o.finish(7)
+    o.finish(3)
+    assert o.committable() == 21
+    o.start(21)
+    assert o.committable() == 21
