@@ -84,9 +84,10 @@ def process_cpu(pid: int | None) -> float | None:
 # -- topics and data ------------------------------------------------------------------------------
 
 
-def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
+def create_topics(bootstrap: str, names: Sequence[str], partitions: int, config: dict[str, str] | None = None) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for fut in admin.create_topics([NewTopic(n, partitions, 1) for n in names], request_timeout=30).values():
+    new = [NewTopic(n, partitions, 1, config=dict(config or {})) for n in names]
+    for fut in admin.create_topics(new, request_timeout=30).values():
         fut.result(60)
     deadline = time.monotonic() + 30
     while True:  # until every partition has a leader: clients then start without retries

@@ -58,6 +58,7 @@ class Concurrent:
         self._offsets: dict[Partition, PartitionOffsets] = {}
         self._running: dict[Partition, set[asyncio.Task[None]]] = {}
         self._timers: dict[Partition, set[asyncio.TimerHandle]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._dropped: set[Partition] = set()
         self._in_flight = 0
         self._closing = False
@@ -115,7 +116,7 @@ class Concurrent:
     def close(self) -> None:
         # Cancel what still runs (a failing worker drains nothing) so no task is destroyed pending.
         async def cancel_all() -> None:
-            tasks = [t for running in self._running.values() for t in running]
+            tasks = list(self._tasks)
             for t in tasks:
                 t.cancel()
             await asyncio.wait(tasks, timeout=2) if tasks else None
@@ -201,6 +202,7 @@ class Concurrent:
             tp = (msg.topic() or "", msg.partition() or 0)
             task = self._loop.create_task(self._run(msg, tp, self._offsets.get(tp) or PartitionOffsets()))
             self._running.setdefault(tp, set()).add(task)
+            self._tasks.add(task)
 
     async def _run(self, msg: Record, tp: Partition, offsets: PartitionOffsets) -> None:
         # ``offsets`` is the tracker of the assignment this message came with: a message
@@ -223,6 +225,8 @@ class Concurrent:
             self._in_flight -= 1
             self.finished += 1
             running = self._running.get(tp)
+            if task is not None:
+                self._tasks.discard(task)
             if running is not None and task is not None:
                 running.discard(task)
             if finished:
