@@ -64,6 +64,7 @@ class CursorState:
     scope: str
     run: str | None = None
     cursor: Any = None
+    last_run: str | None = None
     last_cursor: Any = None
     pages: int = 0
     items: int = 0
@@ -86,7 +87,7 @@ class CursorCodec:
     def encode(self, state: CursorState) -> bytes:
         return self._avro.encode({
             "topology": state.topology, "node": state.node, "scope": state.scope, "run": state.run,
-            "cursor": _json(state.cursor), "last_cursor": _json(state.last_cursor),
+            "cursor": _json(state.cursor), "last_run": state.last_run, "last_cursor": _json(state.last_cursor),
             "pages": state.pages, "items": state.items, "updated": state.updated, "completed": state.completed,
         })
 
@@ -94,7 +95,7 @@ class CursorCodec:
         rec = self._avro.decode(data)
         return CursorState(
             topology=rec["topology"], node=rec["node"], scope=rec["scope"], run=rec["run"],
-            cursor=_unjson(rec["cursor"]), last_cursor=_unjson(rec["last_cursor"]),
+            cursor=_unjson(rec["cursor"]), last_run=rec["last_run"], last_cursor=_unjson(rec["last_cursor"]),
             pages=rec["pages"], items=rec["items"], updated=rec["updated"], completed=rec["completed"],
         )
 
@@ -165,20 +166,27 @@ class BatchRunner:
         self._topic = cursors_topic
         self._codec = CursorCodec()
         self._load = load
+        self._loaded = False
 
     def begin(self, payload: Any, ctx: Context) -> tuple[str, Any, int, Any] | None:
         """(run id, cursor, page number, params) for this message, or None to skip it."""
         scope = ctx.key.decode() if ctx.key else ""
         cont = payload.get(CONTINUATION) if isinstance(payload, dict) else None
-        if cont is None:  # a new run: see what others (a reset, another worker) wrote meanwhile
+        if cont is None or not self._loaded:  # a new run (or a fresh worker): see what others wrote
             read_at = datetime.now(UTC)
             self.cache.refresh(self._load(), read_at)
+            self._loaded = True
         current = self.cache.get(scope)
         ctx.scope = scope
         ctx.last_cursor = current.last_cursor if current else None
         if cont is not None:
+            run, number = str(cont["run"]), int(cont["page"])
+            if current is not None and (current.last_run == run or (current.run == run and current.pages >= number)):
+                # At-least-once redelivery of a page already done: going on would fork the run.
+                log.info("%s/%s: page %d of run %s already done; duplicate skipped", self.topology, self.node, number, run)
+                return None
             ctx.params = payload.get("params")
-            return str(cont["run"]), cont["cursor"], int(cont["page"]), ctx.params
+            return run, cont["cursor"], number, ctx.params
         if current is not None and current.run is not None:
             log.warning("%s/%s: a run of scope %r is in progress (run %s); entry message skipped",
                         self.topology, self.node, scope, current.run)
@@ -199,7 +207,7 @@ class BatchRunner:
         pages, items = (prev.pages if same_run else 0) + 1, (prev.items if same_run else 0) + len(page.items)
         if page.cursor is None:
             last = page.watermark if page.watermark is not None else cursor
-            state = replace(prev, run=None, cursor=None, last_cursor=last, pages=pages, items=items,
+            state = replace(prev, run=None, cursor=None, last_run=run, last_cursor=last, pages=pages, items=items,
                             updated=now, completed=now)
         else:
             state = replace(prev, run=run, cursor=page.cursor, pages=pages, items=items, updated=now, completed=None)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,6 +22,8 @@ from tests.apps.shop_sync import make_shop_sync
 from tests.integration.kafkatools import consume, create_topics, jsons, produce, provision, running, wait_until
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _start(settings: Settings, scope: str = "") -> None:
@@ -96,3 +104,44 @@ def test_transient_503s_are_retried_and_a_failing_page_is_trashed_then_replayed(
             rest = consume(settings.bootstrap_servers, dst, count=1_000, timeout=60, settle=1.0)
     # Then the run continues from that cursor: the rest arrives, nothing twice
     assert sorted(_ids(jsons(rest))) == list(range(1, 1_001))
+
+
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+def test_batch_worker_killed_mid_run_resumes_from_the_last_committed_page(
+        settings: Settings, tmp_path: Path, exactly_once: bool) -> None:
+    # Given 100 pages x 100 orders behind a slow API, and the batch node in its own process
+    dst = f"{settings.namespace}.out"
+    create_topics(settings.bootstrap_servers, dst)
+    with ShopApi(10_000) as api:
+        provision(make_shop_sync(api.url, dst, exactly_once=exactly_once), settings)
+        env = {**os.environ, "SHOP_URL": api.url, "SHOP_DST": dst, "SHOP_EOS": "1" if exactly_once else "0",
+               "SHOP_DELAY": "0.05", "KSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+               "KSTREAM_NAMESPACE": settings.namespace}
+        log = tmp_path / "worker.log"
+
+        def start() -> subprocess.Popen[bytes]:
+            with log.open("ab") as err:
+                return subprocess.Popen([sys.executable, "-m", "kstream.cli.main", "run", "tests/apps/shop_sync.py:topology",
+                                         "--log-level", "warning"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+        proc = start()
+        try:
+            _start(settings)
+            consume(settings.bootstrap_servers, dst, count=2_500, timeout=120, committed=exactly_once)
+            # When it is killed mid-run and started again
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            requests_at_kill = api.requests
+            proc = start()
+            out = consume(settings.bootstrap_servers, dst, timeout=180, committed=exactly_once, settle=2.0,
+                          until=lambda msgs: len({m.value() for m in msgs}) >= 10_000)
+        finally:
+            proc.kill()
+            proc.wait()
+    # Then it resumed from the last committed page (not from the start), and nothing is missing;
+    # a read_committed reader of the exactly-once run sees every item exactly once
+    ids = Counter(_ids(jsons(out)))
+    assert set(ids) == set(range(1, 10_001))
+    assert api.requests - requests_at_kill < 100, "the restart did not fetch everything again"
+    if exactly_once:
+        assert max(ids.values()) == 1, [i for i, c in ids.items() if c > 1][:10]

@@ -13,9 +13,11 @@ from click.testing import CliRunner
 from confluent_kafka import Producer
 
 from examples.shop_api import ShopApi
-from kstream.batch import CursorCodec, CursorState
+from kstream.batch import CursorCodec, CursorState, read_cursors
 from kstream.cli.main import cli
 from kstream.config import Settings
+from kstream.errors import BrokerError
+from kstream.kafka.confluent import KafkaTopicReader
 from tests.apps.shop_sync import make_shop_sync
 from tests.integration.kafkatools import consume, create_topics, jsons, produce, provision, running, wait_until
 
@@ -174,10 +176,21 @@ def test_a_stuck_run_refuses_set_until_forced_and_then_a_new_run_starts(settings
         assert state is not None and state["last_cursor"] == 300
 
 
+def _readable(settings: Settings) -> bool:
+    """A topic created a moment ago can still answer NOT_LEADER_FOR_PARTITION to a watermark
+    request (KafkaTopicReader does not retry that yet): wait it out before asserting on errors."""
+    try:
+        read_cursors(KafkaTopicReader(settings.bootstrap_servers, {}), settings.cursors_topic, timeout=5)
+    except BrokerError:
+        return False
+    return True
+
+
 def test_errors_are_one_line(settings: Settings) -> None:
     ns = settings.namespace
     create_topics(settings.bootstrap_servers, f"{ns}.in", f"{ns}.out")
     provision(make_shop_sync("http://127.0.0.1:1", f"{ns}.out"), settings)
+    wait_until(lambda: _readable(settings), timeout=30, what="the new cursors topic to be readable")
 
     code, _, err = _cli(settings, "cursors", "get", SHOP, "nope")
     _one_error_line(code, err, "no node 'nope'", "fetch")

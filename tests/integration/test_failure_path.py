@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections import defaultdict
@@ -117,3 +118,28 @@ def test_hop_limit_sends_a_looping_message_to_trash(settings: Settings) -> None:
     entry = TrashCodec().decode(trash[0].value())
     assert entry.reason == "hop limit" and entry.node == "again" and "hop limit of 20" in entry.error_message
     assert len(seen) == 19  # hops 1..19 processed, the 20th is over the limit
+
+
+def test_retry_timeout_cancels_a_hung_async_attempt(settings: Settings) -> None:
+    # Given an async node whose first attempt on message 3 hangs, with a 0.3 s per-attempt timeout
+    src, dst = f"{settings.namespace}.in", f"{settings.namespace}.out"
+    create_topics(settings.bootstrap_servers, src, dst, partitions=1)
+    topology = Topology("hung")
+    calls: dict[int, int] = defaultdict(int)
+
+    @topology.node("call", source=src, to=dst, retry=Retry(attempts=3, backoff=0.05, jitter=0, timeout=0.3))
+    async def call(n: int) -> int:
+        calls[n] += 1
+        if n == 3 and calls[n] == 1:
+            await asyncio.sleep(3600)
+        return n
+
+    provision(topology, settings)
+    produce(settings.bootstrap_servers, src, [("k", i) for i in range(6)])
+    start = time.monotonic()
+    with running(topology, settings):
+        out = consume(settings.bootstrap_servers, dst, count=6, timeout=30)
+    # Then the hung attempt was cancelled and counted as failed, the second one succeeded
+    assert jsons(out) == list(range(6))
+    assert calls[3] == 2
+    assert time.monotonic() - start < 20
