@@ -59,6 +59,7 @@ _RETRYABLE = {
     KafkaError.NOT_COORDINATOR,
     KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
     KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
 }
 
 
@@ -100,7 +101,8 @@ class KafkaConsumer:
         conf = _config(CONSUMER_DEFAULTS, kafka, {"bootstrap.servers": bootstrap, "group.id": group, **extra})
         self._consumer = confluent_kafka.Consumer(conf)
 
-    def subscribe(self, topics: Sequence[str], on_assign: RebalanceCallback, on_revoke: RebalanceCallback) -> None:
+    def subscribe(self, topics: Sequence[str], on_assign: RebalanceCallback, on_revoke: RebalanceCallback,
+                  on_lost: RebalanceCallback | None = None) -> None:
         def assigned(consumer: Any, parts: list[CkTopicPartition]) -> None:
             # Assign here rather than after the callback, so the worker can pause the new
             # partitions; and resume first: librdkafka keeps a partition's pause flag from an
@@ -116,7 +118,10 @@ class KafkaConsumer:
         def revoked(_: object, parts: list[CkTopicPartition]) -> None:
             on_revoke([TopicPartition(p.topic, p.partition) for p in parts])
 
-        self._consumer.subscribe(list(topics), on_assign=assigned, on_revoke=revoked, on_lost=revoked)
+        def lost(_: object, parts: list[CkTopicPartition]) -> None:
+            (on_lost or on_revoke)([TopicPartition(p.topic, p.partition) for p in parts])
+
+        self._consumer.subscribe(list(topics), on_assign=assigned, on_revoke=revoked, on_lost=lost)
 
     def consume(self, max_messages: int, timeout: float) -> list[Record]:
         messages: list[Any] = self._consumer.consume(max_messages, timeout)
@@ -394,11 +399,7 @@ class KafkaTopicReader:
             tmeta = meta.topics.get(topic)
             if tmeta is None or tmeta.error is not None or not tmeta.partitions:
                 return []
-            pending = set()
-            for p in sorted(tmeta.partitions):
-                low, high = consumer.get_watermark_offsets(CkTopicPartition(topic, p), timeout=timeout, cached=False)
-                if high > low:
-                    pending.add(p)
+            pending = {p for p in sorted(tmeta.partitions) if self._has_records(consumer, topic, p, deadline)}
             if not pending:
                 return []
             consumer.assign([CkTopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in sorted(pending)])
@@ -419,6 +420,22 @@ class KafkaTopicReader:
             raise broker_error(exc, f"reading {topic} failed") from None
         finally:
             consumer.close()
+
+
+    @staticmethod
+    def _has_records(consumer: Any, topic: str, partition: int, deadline: float) -> bool:
+        # Right after a topic is created its leader may not be known yet: retry until the deadline.
+        while True:
+            try:
+                low, high = consumer.get_watermark_offsets(
+                    CkTopicPartition(topic, partition), timeout=max(0.5, deadline - time.monotonic()), cached=False)
+                return bool(high > low)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                retry = isinstance(err, KafkaError) and (err.retriable() or err.code() in _RETRYABLE)
+                if not retry or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
 
 class KafkaTransactionalProducer:

@@ -199,7 +199,9 @@ class MemoryConsumer:
         self._closed = False
         self._next = 0  # the partition to start at next poll: every partition gets its turn
 
-    def subscribe(self, topics: Sequence[str], on_assign: RebalanceCallback, on_revoke: RebalanceCallback) -> None:
+    def subscribe(self, topics: Sequence[str], on_assign: RebalanceCallback, on_revoke: RebalanceCallback,
+                  on_lost: RebalanceCallback | None = None) -> None:
+        # The in-memory group never fences a member, so partitions are never lost.
         b = self._broker
         with b.lock:
             group = b.groups.setdefault(self._group_id, _Group())

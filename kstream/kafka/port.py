@@ -35,8 +35,17 @@ class Consumer(Protocol):
     """
 
     def subscribe(
-        self, topics: Sequence[str], on_assign: RebalanceCallback, on_revoke: RebalanceCallback
-    ) -> None: ...
+        self,
+        topics: Sequence[str],
+        on_assign: RebalanceCallback,
+        on_revoke: RebalanceCallback,
+        on_lost: RebalanceCallback | None = None,
+    ) -> None:
+        """``on_revoke``: partitions handed back in a rebalance (commit what is done first).
+        ``on_lost``: partitions taken away because this member was fenced (a pause past the
+        session timeout): someone else may own them already, so nothing of them may be
+        committed. Without ``on_lost``, ``on_revoke`` is called for lost partitions too."""
+        ...
 
     def consume(self, max_messages: int, timeout: float) -> list[Record]: ...
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 
 from kstream.config import RuntimeSettings
-from kstream.errors import DeliveryFailed
+from kstream.errors import BrokerError, DeliveryFailed
 from kstream.kafka.port import Consumer, Producer, TopicPartition, WorkerTransactions
 from kstream.runtime.concurrent import Concurrent
 from kstream.runtime.flood import FloodGuard
@@ -100,7 +100,7 @@ class Worker:
             if self._txn is not None:
                 self._txn.init(FLUSH_TIMEOUT)
                 self._txn.begin()
-            self._consumer.subscribe(self._topics, self._on_assign, self._on_revoke)
+            self._consumer.subscribe(self._topics, self._on_assign, self._on_revoke, self._on_lost)
             while not self._stop.is_set():
                 strategy.check()
                 if self._pending and not self._paused:
@@ -236,6 +236,25 @@ class Worker:
                 self._committed.pop(tp, None)
             self._pending = [m for m in self._pending if (m.topic(), m.partition()) not in revoked]
         log.info("%s: revoked %s", self.name, _fmt(partitions))
+
+
+    def _on_lost(self, partitions: list[TopicPartition]) -> None:
+        """Fenced (e.g. paused past the session timeout): another member may own these
+        partitions already. Nothing of them is committed; an exactly-once worker aborts its
+        transaction and fails (a zombie must not write on), an at-least-once one lets the
+        next owner repeat the uncommitted messages and goes on with what it gets next."""
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        log.warning("%s: lost %s (fenced from the group); nothing of them is committed", self.name, _fmt(partitions))
+        self.strategy.revoke(lost, self._settings.shutdown_timeout)
+        self.strategy.forget(lost)
+        self._owned -= lost
+        for tp in lost:
+            self._committed.pop(tp, None)
+        self._pending = [m for m in self._pending if (m.topic(), m.partition()) not in lost]
+        if self._txn is not None:
+            self.state = State.FAILED
+            raise BrokerError(f"{self.name}: fenced from the consumer group while in a transaction; "
+                              "transaction aborted, worker stopped (a zombie must not commit)")
 
 
 def _fmt(partitions: list[TopicPartition]) -> str:

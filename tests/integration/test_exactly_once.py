@@ -76,3 +76,40 @@ def test_exactly_once_chain_delivers_each_output_once_to_read_committed_readers(
         committed = consume(settings.bootstrap_servers, dst, count=2000, timeout=90, committed=True, settle=1.0)
     # Then each appears once to read_committed readers
     assert sorted(v["id"] for v in jsons(committed)) == list(range(2000))
+
+
+def test_a_paused_zombie_worker_is_fenced_and_causes_no_duplicates(settings: Settings, tmp_path: Path) -> None:
+    # Given an exactly-once node on one partition, worker A in the middle of a stream
+    src, dst = f"{settings.namespace}.in", f"{settings.namespace}.out"
+    create_topics(settings.bootstrap_servers, src, dst, partitions=1)
+    n = 15_000
+    produce(settings.bootstrap_servers, src, [("k", i) for i in range(n)])
+    env = {**os.environ, "SLOW_SRC": src, "SLOW_DST": dst, "KSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+           "KSTREAM_NAMESPACE": settings.namespace}
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        with (tmp_path / f"{name}.log").open("ab") as err:
+            return subprocess.Popen([sys.executable, "-m", "kstream.cli.main", "run", "tests/apps/slow_eos.py:topology",
+                                     "--log-level", "warning"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+    a = start("a")
+    b = None
+    try:
+        consume(settings.bootstrap_servers, dst, count=1_000, timeout=60, committed=True)
+        # When A freezes (SIGSTOP) past the session timeout, B takes over, and A wakes up again
+        a.send_signal(signal.SIGSTOP)
+        b = start("b")
+        consume(settings.bootstrap_servers, dst, count=n // 2, timeout=120, committed=True)
+        a.send_signal(signal.SIGCONT)
+        # Then A, a zombie now, fails cleanly instead of committing anything
+        assert a.wait(90) == 1, (tmp_path / "a.log").read_text()[-2000:]
+        out = consume(settings.bootstrap_servers, dst, count=n, timeout=180, committed=True, settle=2.0)
+        # and B finishes the stream: every message exactly once for read_committed readers
+        counts = Counter(jsons(out))
+        assert set(counts) == set(range(n)) and max(counts.values()) == 1
+    finally:
+        for proc in (a, b):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+                proc.wait()
