@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit integration bench broker-start broker-stop clean
+.PHONY: venv demo test lint typecheck unit integration bench bench-quick broker-start broker-stop clean
 
 venv: $(STAMP)
 
@@ -30,8 +30,25 @@ unit: venv
 test: venv lint typecheck
 	$(BIN)/pytest -q
 
+# Full benchmark suite against a broker each benchmark starts itself (~40 min on 2 cores).
 bench: venv
-	$(BIN)/python bench/passthrough.py
+	$(BIN)/python bench/peers.py
+	$(BIN)/python -m bench.eos
+	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.prefetch
+	# The prefetch-20 node drains a backlog at only ~1-2k msgs/s today: 200k keeps it to ~2 min.
+	$(BIN)/python -m bench.memory --backlog 200000
+	$(BIN)/python -m bench.passthrough
+	$(BIN)/python -m bench.report
+
+# The same, scaled down (~8 min): for a quick look, not for the figures.
+bench-quick: venv
+	$(BIN)/python bench/peers.py --messages 200000 --repeat 1 --faust-messages 20000
+	$(BIN)/python -m bench.eos --messages 100000 --repeat 1
+	$(BIN)/python -m bench.latency --seconds 10 --variants default,tuned
+	$(BIN)/python -m bench.prefetch
+	$(BIN)/python -m bench.memory --messages 1000000 --first 200000 --backlog 100000
+	$(BIN)/python -m bench.report
 
 broker-start: venv
 	$(BIN)/kstream dev broker start

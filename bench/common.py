@@ -467,6 +467,7 @@ def versions(handle: BrokerHandle | None = None) -> dict[str, Any]:
     """kstream's commit, Python, confluent-kafka / librdkafka and the broker's Kafka version."""
     import platform
     import subprocess
+    from importlib.metadata import version
 
     import confluent_kafka
 
@@ -486,7 +487,7 @@ def versions(handle: BrokerHandle | None = None) -> dict[str, Any]:
     return {
         "kstream_git_sha": sha, "kstream_dirty": bool(dirty),
         "python": platform.python_version(),
-        "confluent_kafka": confluent_kafka.version()[0], "librdkafka": confluent_kafka.libversion()[0],
+        "confluent_kafka": version("confluent-kafka"), "librdkafka": confluent_kafka.libversion()[0],
         "kafka_broker": kafka,
     }  # fmt: skip
 

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from kstream.batch import BatchRunner, read_cursors
+from kstream.batch import BatchRunner, read_cursor_changes
 from kstream.config import Settings
 from kstream.errors import ConfigError
 from kstream.kafka.confluent import (
@@ -73,7 +73,7 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
     if node.batch is not None:
         reader = KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
         batch = BatchRunner(topology=topology.name, node=name, spec=node.batch, cursors_topic=settings.cursors_topic,
-                            load=lambda: read_cursors(reader, settings.cursors_topic, topology=topology.name, node=name))
+                            load=lambda: read_cursor_changes(reader, settings.cursors_topic, topology=topology.name, node=name))
     parked = None
     if node.on_failure == "park_key":
         parked = blocking_keys(KafkaTopicReader(settings.bootstrap_servers, settings.kafka), settings.trash_topic,

@@ -127,38 +127,51 @@ class CursorCache:
         with self._lock:
             self._states[state.scope] = state
 
-    def refresh(self, states: Iterable[CursorState], read_at: datetime) -> None:
-        """Take states read from the topic (as of ``read_at``), except where this worker wrote
-        something newer (its latest writes may still sit in an open transaction). A scope gone
-        from the topic (``kstream cursors reset``) is dropped unless written since."""
+    def refresh(self, scope: str, states: Iterable[CursorState], resets: dict[str, datetime]) -> None:
+        """Take ``scope``'s state as read from the topic unless this worker wrote something
+        newer (its latest writes may not be visible yet); drop it when the topic holds a reset
+        (``kstream cursors reset``: a tombstone) newer than this worker's last write."""
+        fresh = next((s for s in states if s.scope == scope), None)
         with self._lock:
-            fresh = {s.scope: s for s in states}
-            for scope, held in list(self._states.items()):
-                if scope not in fresh and held.updated < read_at:
-                    del self._states[scope]
-            for s in fresh.values():
-                mine = self._states.get(s.scope)
-                if mine is None or mine.updated <= s.updated:
-                    self._states[s.scope] = s
+            mine = self._states.get(scope)
+            reset = resets.get(scope)
+            if reset is not None and (mine is None or mine.updated < reset):
+                self._states.pop(scope, None)
+            elif fresh is not None and (mine is None or mine.updated <= fresh.updated):
+                self._states[scope] = fresh
 
 
 def read_cursors(reader: TopicReader, topic: str, *, topology: str | None = None, node: str | None = None,
                  timeout: float = 30.0) -> list[CursorState]:
     """Current cursor states on the compacted topic (latest per key, tombstones dropped)."""
+    return read_cursor_changes(reader, topic, topology=topology, node=node, timeout=timeout)[0]
+
+
+def read_cursor_changes(reader: TopicReader, topic: str, *, topology: str | None = None, node: str | None = None,
+                        timeout: float = 30.0) -> tuple[list[CursorState], dict[str, datetime]]:
+    """Cursor states, and when each reset scope (latest record a tombstone) of ``topology``/
+    ``node`` was reset."""
     codec = CursorCodec()
-    latest: dict[bytes, bytes | None] = {}
+    latest: dict[bytes, tuple[bytes | None, int]] = {}
     for rec in reader.read_compacted(topic, timeout):
         if rec.key() is not None:
-            latest[rec.key() or b""] = rec.value()
-    states = [codec.decode(v) for v in latest.values() if v is not None]
-    return [s for s in states if (topology is None or s.topology == topology) and (node is None or s.node == node)]
+            latest[rec.key() or b""] = (rec.value(), rec.timestamp()[1])
+    states = [codec.decode(v) for v, _ in latest.values() if v is not None]
+    states = [s for s in states if (topology is None or s.topology == topology) and (node is None or s.node == node)]
+    resets: dict[str, datetime] = {}
+    if topology is not None and node is not None:
+        prefix = cursor_key(topology, node, "").encode()
+        for key, (value, ms) in latest.items():
+            if value is None and key.startswith(prefix):
+                resets[key[len(prefix):].decode()] = datetime.fromtimestamp(ms / 1000, UTC)
+    return states, resets
 
 
 class BatchRunner:
     """Turns one message of a batch node into a page fetch, its outputs and cursor records."""
 
     def __init__(self, *, topology: str, node: str, spec: BatchSpec, cursors_topic: str,
-                 load: Callable[[], list[CursorState]]) -> None:
+                 load: Callable[[], tuple[list[CursorState], dict[str, datetime]]]) -> None:
         self.topology = topology
         self.node = node
         self.spec = spec
@@ -166,16 +179,15 @@ class BatchRunner:
         self._topic = cursors_topic
         self._codec = CursorCodec()
         self._load = load
-        self._loaded = False
+        self._loaded: set[str] = set()
 
     def begin(self, payload: Any, ctx: Context) -> tuple[str, Any, int, Any] | None:
         """(run id, cursor, page number, params) for this message, or None to skip it."""
         scope = ctx.key.decode() if ctx.key else ""
         cont = payload.get(CONTINUATION) if isinstance(payload, dict) else None
-        if cont is None or not self._loaded:  # a new run (or a fresh worker): see what others wrote
-            read_at = datetime.now(UTC)
-            self.cache.refresh(self._load(), read_at)
-            self._loaded = True
+        if cont is None or scope not in self._loaded:  # a new run, or a scope new to this worker
+            self.cache.refresh(scope, *self._load())
+            self._loaded.add(scope)
         current = self.cache.get(scope)
         ctx.scope = scope
         ctx.last_cursor = current.last_cursor if current else None

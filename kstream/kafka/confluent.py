@@ -124,7 +124,14 @@ class KafkaConsumer:
         self._consumer.subscribe(list(topics), on_assign=assigned, on_revoke=revoked, on_lost=lost)
 
     def consume(self, max_messages: int, timeout: float) -> list[Record]:
-        messages: list[Any] = self._consumer.consume(max_messages, timeout)
+        # librdkafka's batch consume waits the whole timeout unless the batch fills up: take
+        # what is there without waiting, and only when nothing is, wait for the first message.
+        messages: list[Any] = self._consumer.consume(max_messages, 0)
+        if not messages:
+            first = self._consumer.poll(timeout)
+            if first is None:
+                return []
+            messages = [first, *self._consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
         for m in messages:
             if m.error() is not None:
                 return [x for x in messages if not _error_event(x.error())]
@@ -216,15 +223,14 @@ class KafkaProducer:
         return errors
 
 
-class KafkaWorkerProducer(KafkaProducer):
-    """A worker's producer in exactly-once mode: :class:`KafkaProducer` plus
-    :class:`kstream.kafka.port.WorkerTransactions` on the same librdkafka producer."""
+class _TransactionalProducer(KafkaProducer):
+    """:class:`KafkaProducer` with librdkafka's transaction calls mapped to kstream errors."""
 
     def __init__(self, bootstrap: str, kafka: Mapping[str, str], transactional_id: str) -> None:
         # A short retry backoff: after a commit, the next transaction's first request can meet
         # CONCURRENT_TRANSACTIONS and wait retry.backoff.ms (100 ms by default) for nothing.
-        # A short transaction timeout: a killed worker's open transaction holds read_committed
-        # readers downstream at the last stable offset until the broker aborts it.
+        # A short transaction timeout: a killed producer's open transaction holds read_committed
+        # readers at the last stable offset until the broker aborts it.
         defaults = {"retry.backoff.ms": "20", "transaction.timeout.ms": "10000"}
         super().__init__(bootstrap, {**defaults, **kafka}, **{"transactional.id": transactional_id})
 
@@ -240,7 +246,15 @@ class KafkaWorkerProducer(KafkaProducer):
         except KafkaException as exc:
             raise broker_error(exc, "beginning a transaction failed") from None
 
-    def commit(self, offsets: Sequence[TopicPartition], group_metadata: object, timeout: float) -> None:
+    def abort(self, timeout: float) -> None:
+        try:
+            self._producer.abort_transaction(timeout)
+        except KafkaException as exc:
+            raise broker_error(exc, "aborting the transaction failed") from None
+
+    def _commit(self, offsets: Sequence[TopicPartition], group_metadata: object, timeout: float) -> None:
+        """Send ``offsets`` (if any) and commit, retrying retriable errors until ``timeout``; a
+        transaction that cannot commit is aborted, then :class:`BrokerError` is raised."""
         deadline = time.monotonic() + timeout
         parts = [CkTopicPartition(t, p, o) for t, p, o in offsets]
         try:
@@ -249,7 +263,7 @@ class KafkaWorkerProducer(KafkaProducer):
             while True:
                 try:
                     self._producer.commit_transaction(max(0.1, deadline - time.monotonic()))
-                    break
+                    return
                 except KafkaException as exc:
                     err = exc.args[0] if exc.args else None
                     if isinstance(err, KafkaError) and err.retriable() and time.monotonic() < deadline:
@@ -260,13 +274,15 @@ class KafkaWorkerProducer(KafkaProducer):
             if isinstance(err, KafkaError) and err.txn_requires_abort():
                 self.abort(timeout)
             raise broker_error(exc, "committing the transaction failed") from None
-        self.begin()
 
-    def abort(self, timeout: float) -> None:
-        try:
-            self._producer.abort_transaction(timeout)
-        except KafkaException as exc:
-            raise broker_error(exc, "aborting the transaction failed") from None
+
+class KafkaWorkerProducer(_TransactionalProducer):
+    """A worker's producer in exactly-once mode: :class:`KafkaProducer` plus
+    :class:`kstream.kafka.port.WorkerTransactions`."""
+
+    def commit(self, offsets: Sequence[TopicPartition], group_metadata: object, timeout: float) -> None:
+        self._commit(offsets, group_metadata, timeout)
+        self.begin()
 
 
 class KafkaAdmin:
@@ -438,54 +454,11 @@ class KafkaTopicReader:
                 time.sleep(0.1)
 
 
-class KafkaTransactionalProducer:
-    """:class:`kstream.kafka.port.TransactionalProducer` on a transactional ``confluent_kafka.Producer``."""
-
-    def __init__(self, bootstrap: str, kafka: Mapping[str, str], transactional_id: str) -> None:
-        conf = _config(PRODUCER_DEFAULTS, kafka, {"bootstrap.servers": bootstrap, "transactional.id": transactional_id})
-        self._producer = confluent_kafka.Producer(conf)
-
-    def init(self, timeout: float) -> None:
-        try:
-            self._producer.init_transactions(timeout)
-        except KafkaException as exc:
-            raise broker_error(exc, "initialising transactions failed") from None
-
-    def begin(self) -> None:
-        try:
-            self._producer.begin_transaction()
-        except KafkaException as exc:
-            raise broker_error(exc, "beginning a transaction failed") from None
-
-    def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: HeaderList | None) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value, key, headers=cast(Any, headers))
-                return
-            except BufferError:
-                self._producer.poll(0.05)
-            except KafkaException as exc:
-                raise broker_error(exc, f"produce to {topic} failed") from None
+class KafkaTransactionalProducer(_TransactionalProducer):
+    """:class:`kstream.kafka.port.TransactionalProducer` (the Trash tools' producer)."""
 
     def commit(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._producer.commit_transaction(max(0.1, deadline - time.monotonic()))
-                return
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
-                if isinstance(err, KafkaError) and err.retriable() and time.monotonic() < deadline:
-                    continue
-                if isinstance(err, KafkaError) and err.txn_requires_abort():
-                    self.abort(timeout)
-                raise broker_error(exc, "committing the transaction failed") from None
-
-    def abort(self, timeout: float) -> None:
-        try:
-            self._producer.abort_transaction(timeout)
-        except KafkaException as exc:
-            raise broker_error(exc, "aborting the transaction failed") from None
+        self._commit((), None, timeout)
 
     def close(self) -> None:
         self._producer.flush(5)

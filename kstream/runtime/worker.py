@@ -120,7 +120,7 @@ class Worker:
                 if self._every is not None and now >= next_run:
                     next_run = now + self._every
                     self._schedule()
-                if now - self._last_commit >= self._interval or not batch:
+                if now - self._last_commit >= self._interval:
                     self._commit(asynchronous=True)
             self.state = State.STOPPING
             strategy.drain(self._settings.shutdown_timeout)

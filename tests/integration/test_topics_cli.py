@@ -105,9 +105,11 @@ def test_unreachable_broker_fails_fast_with_one_line() -> None:
 def test_graph_prints_mermaid_and_dot(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     code, out, _ = _cli(settings, "graph", CHAIN)
-    assert code == 0 and out.startswith("flowchart LR") and "n_parse -->" in out
+    assert code == 0 and out.startswith("flowchart LR") and 'n0["parse"]' in out
+    assert f"n0 -->|{settings.namespace}.chain.enrich| n2" in out
     code, out, _ = _cli(settings, "graph", CHAIN, "--format", "dot")
-    assert code == 0 and out.startswith('digraph "chain"') and "n_enrich -> n_deliver" in out
+    assert code == 0 and out.startswith('digraph "chain"') and 'n2 [label="enrich", shape=box];' in out
+    assert f'n2 -> n3 [label="{settings.namespace}.chain.deliver"];' in out
 
 
 def test_kcat_feeds_a_source_topic_and_reads_the_to_topic(settings: Settings) -> None:

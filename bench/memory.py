@@ -1,0 +1,174 @@
+"""Memory of a kstream worker process: flat over millions of messages, bounded behind a backlog.
+
+    .venv/bin/python -m bench.memory [--messages 5000000] [--backlog 1000000]
+
+Part 1, *steady*: a ``kstream run`` pass-through node (bytes) processes ``--messages`` records;
+its RSS (``VmRSS``, every 0.25 s) is read when the output passes 1,000,000 (``--first``) and
+when it holds all of them. Target: growth <= 10%.
+
+Part 2, *backlog*: ``--backlog`` records wait in Kafka in front of a slow node (prefetch 20,
+each message awaits ``--sleep-ms`` 1 ms; ``--sleep-kind sync`` for a blocking handler on the
+thread pool). RSS when 10%, 50% and 100% of the backlog is processed: memory must stay
+bounded (the worker holds at most ``runtime.buffer_size`` messages; the rest stays in Kafka).
+
+Writes ``bench/results/memory.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    BenchError,
+    ProcessContender,
+    WatermarkCounter,
+    broker,
+    create_topics,
+    delete_topics,
+    kstream_run,
+    machine,
+    proc_status_kb,
+    produce_input,
+    versions,
+    write_json,
+)
+from bench.peers.kstream_app import env_for
+
+APP = "bench/peers/kstream_app.py:topology"
+TARGET_GROWTH = 0.10
+
+
+def watch(proc: ProcessContender, bootstrap: str, output: str, partitions: int, marks: list[int], *,
+          stall_timeout: float = 120.0) -> dict[str, Any]:
+    """Run ``proc`` until ``output`` holds ``marks[-1]`` records; RSS at each mark (and a trace)."""
+    counter = WatermarkCounter(bootstrap, output, partitions)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            proc(stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    t0 = time.perf_counter()
+    thread.start()
+    at: dict[int, dict[str, float]] = {}
+    trace: list[tuple[float, int, float]] = []
+    pending = list(marks)
+    last_change, last = t0, -1
+    try:
+        while pending:
+            time.sleep(0.25)
+            count = counter.count()
+            kb = proc_status_kb(proc.pid, "VmRSS")
+            now = time.perf_counter()
+            if kb is not None:
+                trace.append((round(now - t0, 2), count, kb / 1024))
+            while pending and count >= pending[0] and kb is not None:
+                at[pending.pop(0)] = {"rss_mb": kb / 1024, "seconds": now - t0, "count": count, "cpu_s": proc.cpu()}
+            if errors:
+                raise BenchError(f"{proc.name} failed: {errors[0]}")
+            if count != last:
+                last_change, last = now, count
+            elif now - last_change > stall_timeout:
+                raise BenchError(f"{proc.name} stalled at {count} for {stall_timeout:g} s")
+    finally:
+        hwm = proc.peak_rss()
+        stop.set()
+        thread.join(90)
+        counter.close()
+    step = max(1, len(trace) // 200)
+    return {"at": at, "peak_rss_mb": None if hwm is None else hwm / 2**20, "trace": trace[::step]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=5_000_000, help="steady part: messages (default 5000000; 0: skip)")
+    ap.add_argument("--first", type=int, default=1_000_000, help="steady part: the first RSS reading (default 1000000)")
+    ap.add_argument("--backlog", type=int, default=1_000_000, help="backlog part: messages (default 1000000; 0: skip)")
+    ap.add_argument("--prefetch", type=int, default=20)
+    ap.add_argument("--sleep-ms", type=float, default=1.0)
+    ap.add_argument("--sleep-kind", choices=["async", "sync"], default="async")
+    ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument("--runtime", action="append", default=[], metavar="KEY=VALUE",
+                    help="backlog part: a [runtime] setting of the worker, e.g. buffer_size=5000 (repeatable)")
+    args = ap.parse_args(argv)
+    machine_before = machine()
+    created: list[str] = []
+    result: dict[str, Any] = {}
+    run_id = uuid.uuid4().hex[:6]
+    with broker() as handle:
+        b = handle.bootstrap
+        try:
+            print(f"broker {b}; load {machine_before['loadavg']}", flush=True)
+            if args.messages:
+                source, output = f"bench.mem.in.{run_id}", f"bench.mem.out.{run_id}"
+                create_topics(b, [source, output], args.partitions)
+                created += [source, output]
+                started = time.perf_counter()
+                produce_input(b, source, args.messages)
+                print(f"steady: {args.messages:,} input records written in {time.perf_counter() - started:.0f} s", flush=True)
+                proc = kstream_run("memory-steady", APP, bootstrap=b, namespace=f"benchmem{run_id}", env=env_for(source, output))
+                first = min(args.first, args.messages)
+                w = watch(proc, b, output, args.partitions, [first, args.messages])
+                r1, r2 = w["at"][first]["rss_mb"], w["at"][args.messages]["rss_mb"]
+                growth = r2 / r1 - 1
+                span = w["at"][args.messages]["seconds"] - w["at"][first]["seconds"]
+                result["steady"] = {**w, "messages": args.messages, "first": first, "rss_first_mb": r1, "rss_last_mb": r2,
+                                    "growth": growth, "target_growth": TARGET_GROWTH, "met": growth <= TARGET_GROWTH,
+                                    "msgs_per_s_between": (args.messages - first) / span if span > 0 else None}
+                print(f"steady: RSS {r1:.1f} MB after {first:,}, {r2:.1f} MB after {args.messages:,}: growth {growth:+.1%} "
+                      f"(target <= {TARGET_GROWTH:.0%}): {'met' if growth <= TARGET_GROWTH else 'NOT met'}; "
+                      f"peak {w['peak_rss_mb']:.1f} MB", flush=True)
+            if args.backlog:
+                source, output = f"bench.mem.backlog.{run_id}", f"bench.mem.backlog.out.{run_id}"
+                create_topics(b, [source, output], args.partitions)
+                created += [source, output]
+                produce_input(b, source, args.backlog)
+                print(f"backlog: {args.backlog:,} records wait; node prefetch {args.prefetch}, {args.sleep_kind} "
+                      f"{args.sleep_ms:g} ms per message", flush=True)
+                config = None
+                runtime = dict(item.split("=", 1) for item in args.runtime)
+                if runtime:
+                    config = Path(tempfile.mkstemp(prefix="bench-mem-", suffix=".toml")[1])
+                    config.write_text("[runtime]\n" + "".join(f"{k} = {v}\n" for k, v in runtime.items()))
+                proc = kstream_run("memory-backlog", APP, bootstrap=b, namespace=f"benchbl{run_id}", config=config,
+                                   env=env_for(source, output, prefetch=args.prefetch, sleep_ms=args.sleep_ms,
+                                               sleep_kind=args.sleep_kind))
+                marks = [max(1, args.backlog * p // 100) for p in (10, 50, 100)]
+                w = watch(proc, b, output, args.partitions, marks)
+                at = {f"{p}%": w["at"][m] for p, m in zip((10, 50, 100), marks, strict=True)}
+                rss = [v["rss_mb"] for v in at.values()]
+                span = at["100%"]["seconds"] - at["10%"]["seconds"]
+                if config is not None:
+                    config.unlink(missing_ok=True)
+                result["backlog"] = {**w, "at": at, "backlog": args.backlog, "prefetch": args.prefetch, "sleep_ms": args.sleep_ms,
+                                     "runtime": runtime,
+                                     "sleep_kind": args.sleep_kind, "growth_10_to_100": rss[-1] / rss[0] - 1,
+                                     "msgs_per_s": (marks[-1] - marks[0]) / span if span > 0 else None}
+                print("backlog: RSS " + ", ".join(f"{k} {v['rss_mb']:.1f} MB" for k, v in at.items())
+                      + f"; peak {w['peak_rss_mb']:.1f} MB; {result['backlog']['msgs_per_s']:,.0f} msgs/s", flush=True)
+            vers = versions(handle)
+        except BenchError as exc:
+            print(f"benchmark broke: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            if handle.pid is None:
+                delete_topics(b, created)
+    path = write_json("memory", {"benchmark": "memory", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                 "machine_before": machine_before, "machine_after": machine(), "versions": vers, **result})
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
