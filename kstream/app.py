@@ -10,7 +10,7 @@ from typing import Any
 
 from kstream.batch import BatchRunner, read_cursor_changes
 from kstream.config import Settings
-from kstream.errors import ConfigError
+from kstream.errors import ConfigError, KstreamError
 from kstream.kafka.confluent import (
     KafkaAdmin,
     KafkaConsumer,
@@ -86,7 +86,22 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
     consumer = KafkaConsumer(settings.bootstrap_servers, group, settings.kafka)
     topics = [node.input_topic(ns)] + ([retry] if retry else [])
     return Worker(processor, consumer, prod, topics=topics, settings=settings.runtime, stop=stop, retry_topic=retry,
-                  transactions=prod if isinstance(prod, KafkaWorkerProducer) else None)
+                  transactions=prod if isinstance(prod, KafkaWorkerProducer) else None,
+                  status_topic=_status_topic(settings, f"{topology.name}/{name}"))
+
+
+def _status_topic(settings: Settings, origin: str) -> str | None:
+    """The status topic if it exists. Records for a missing topic would wait in the producer
+    until they fail, stalling every flush of the commit path (and failing a transaction)."""
+    topic = settings.status_topic
+    try:
+        if topic in admin(settings, timeout=5.0).topics([topic]):
+            return topic
+        log.warning("%s: no status topic %s (kstream topics apply creates it): kstream lag shows no in-flight",
+                    origin, topic)
+    except KstreamError as exc:
+        log.warning("%s: cannot check for the status topic %s (%s): no status published", origin, topic, exc)
+    return None
 
 
 def run_workers(workers: Sequence[Worker], stop: threading.Event) -> bool:
@@ -149,4 +164,9 @@ def receipt_producer(settings: Settings) -> ReceiptProducer:
 
 
 def cursor_reader(settings: Settings) -> KafkaTopicReader:
+    return KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
+
+
+def status_reader(settings: Settings) -> KafkaTopicReader:
+    """Reads ``{ns}.status`` (:func:`kstream.runtime.status.in_flight_by_node`)."""
     return KafkaTopicReader(settings.bootstrap_servers, settings.kafka)

@@ -151,6 +151,10 @@ class Settings(_Frozen):
     def cursors_topic(self) -> str:
         return f"{self.namespace}.cursors"
 
+    @property
+    def status_topic(self) -> str:
+        return f"{self.namespace}.status"
+
 
 def _kafka_value(value: Any) -> str:
     if isinstance(value, bool):

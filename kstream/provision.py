@@ -19,6 +19,9 @@ from kstream.naming import retry_topic
 from kstream.topology import Topology
 
 COMPACTED = {"cleanup.policy": "compact"}
+# Status records come every few seconds per worker and are read from the beginning: short
+# segments let compaction keep the topic near one record per live worker.
+STATUS_CONFIG = {**COMPACTED, "segment.ms": "3600000"}
 
 
 class Action(enum.Enum):
@@ -77,6 +80,8 @@ def wanted(topology: Topology, settings: Settings) -> list[Want]:
             result[retry] = Want(retry, parts, rf, config)
     for internal in (settings.trash_topic, settings.cursors_topic):
         result[internal] = Want(internal, topics.partitions, topics.replication_factor, dict(COMPACTED))
+    result[settings.status_topic] = Want(settings.status_topic, topics.partitions, topics.replication_factor,
+                                         dict(STATUS_CONFIG))
     if any(node.limit for node in topology.nodes.values()):  # rate limit shares (kstream.limits)
         result[limits_topic(ns)] = Want(limits_topic(ns), LIMITS_PARTITIONS, topics.replication_factor)
     for node in topology.nodes.values():

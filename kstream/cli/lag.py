@@ -1,19 +1,20 @@
-"""``kstream lag``: per node, how much waits (consumer lag) and how fast it moves."""
+"""``kstream lag``: per node, how much waits (consumer lag), how much is in flight and how fast it moves."""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import click
 
-from kstream.app import admin
+from kstream.app import admin, status_reader
 from kstream.cli.common import Options, app_argument, pass_options, topology_of
 from kstream.kafka.port import Admin, GroupLag
 from kstream.naming import group_id
 from kstream.provision import retry_topic_of
+from kstream.runtime.status import LIVE_FOR, in_flight_by_node
 from kstream.topology import Topology
 
 
@@ -46,6 +47,8 @@ class NodeLag:
     topics: list[str]
     first: Sample
     last: Sample | None
+    in_flight: int | None = None
+    """Summed over the node's live workers (status younger than LIVE_FOR); None: none reports."""
 
     @property
     def lag(self) -> int:
@@ -91,13 +94,17 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}/s"
 
 
+def with_in_flight(nodes: list[NodeLag], in_flight: dict[str, int]) -> list[NodeLag]:
+    return [replace(n, in_flight=in_flight.get(n.node)) for n in nodes]
+
+
 def _json(nodes: list[NodeLag], topology: Topology, interval: float) -> dict[str, Any]:
     worst = bottleneck(nodes)
     return {
         "topology": topology.name, "interval": interval, "bottleneck": worst,
         "nodes": [{
             "node": n.node, "group": n.group, "topics": n.topics, "lag": n.lag, "rate_in": n.rate("in"),
-            "rate_out": n.rate("out"), "in_flight": None, "bottleneck": n.node == worst,
+            "rate_out": n.rate("out"), "in_flight": n.in_flight, "bottleneck": n.node == worst,
             "partitions": [{"topic": p.topic, "partition": p.partition, "committed": p.committed, "end": p.end,
                             "lag": max(0, p.end - (p.committed or 0))} for p in (n.last or n.first).parts],
         } for n in nodes],
@@ -113,27 +120,34 @@ def _json(nodes: list[NodeLag], topology: Topology, interval: float) -> dict[str
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
 @pass_options
 def lag(options: Options, app: str, interval: float, timeout: float, as_json: bool) -> None:
-    """Per node of APP: queue depth (consumer lag) and rates, and the bottleneck.
+    """Per node of APP: queue depth (consumer lag), messages in flight, rates, and the bottleneck.
 
     \b
     LAG       sum over the input (and retry) partitions of end offset - committed offset
               of the node's group; a group that never committed counts from offset 0
     IN        messages per second appended to the node's input over --interval
     OUT       committed offsets advanced per second over --interval (processed rate)
-    IN-FLIGHT not observable from outside the workers (no status topic yet): always "-"
+    IN-FLIGHT messages the node's workers took but have not finished (running or queued),
+              summed over the workers whose status record in {ns}.status is younger than
+              10 s; "-" when no live worker reports (none runs, or all stopped cleanly)
 
     The bottleneck is the node with the largest lag, when any node lags.
     """
     topology = topology_of(app)
     settings = options.settings()
     nodes = measure(admin(settings, timeout=timeout), topology, settings.namespace, interval)
+    # Read after the samples: with --interval the statuses are as fresh as the rates.
+    records = status_reader(settings).read_compacted(settings.status_topic, timeout)
+    nodes = with_in_flight(nodes, in_flight_by_node(records, topology.name, now_ms=int(time.time() * 1000),
+                                                    live_for=LIVE_FOR))
     if as_json:
         click.echo(json.dumps(_json(nodes, topology, interval), indent=2))
         return
     worst = bottleneck(nodes)
     rows = [("NODE", "LAG", "IN", "OUT", "IN-FLIGHT", "")]
     for n in nodes:
-        rows.append((n.node, str(n.lag), _rate(n.rate("in")), _rate(n.rate("out")), "-",
+        rows.append((n.node, str(n.lag), _rate(n.rate("in")), _rate(n.rate("out")),
+                     "-" if n.in_flight is None else str(n.in_flight),
                      "<- bottleneck" if n.node == worst else ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:

@@ -83,6 +83,10 @@ class Concurrent:
     def buffered(self) -> int:
         return self.accepted - self.finished
 
+    @property
+    def in_flight(self) -> int:
+        return self.accepted - self.finished
+
     def committable(self) -> dict[Partition, int]:
         result: dict[Partition, int] = self._call(self._committable)
         return result

@@ -68,11 +68,13 @@ class Serial:
         self._process = self._process_async if processor.node.is_async else self._process_sync
         self._done: dict[Partition, int] = {}
         self._busy: Future[Any] | None = None
+        self._batch: list[Record] | None = None
         self._yield = False
         self.processed = 0
 
     def submit(self, batch: list[Record], keepalive: KeepAlive) -> list[Record]:
         self._yield = False
+        self._batch = batch
         fut = self._busy = self._lane.submit(lambda: self._process(batch))
         try:
             try:
@@ -82,9 +84,18 @@ class Serial:
                     keepalive()  # rebalance callbacks (and so revoke/drain) run in here
                 stopped_at = int(fut.result())
         finally:
-            self._busy = None
+            self._busy = self._batch = None
         # Interrupted by a revocation or a stop: the caller resubmits what it still owns.
         return batch[stopped_at:]
+
+    @property
+    def in_flight(self) -> int:
+        # Counted from the offsets done, on demand: the hot loop keeps no extra counter.
+        batch = self._batch
+        if batch is None:
+            return 0
+        done = dict(self._done)
+        return sum(1 for m in batch if (m.offset() or 0) >= done.get((m.topic() or "", m.partition() or 0), 0))
 
     def full(self) -> bool:
         return False  # submit blocks: the poll thread never holds more than one batch

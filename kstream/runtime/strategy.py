@@ -28,6 +28,12 @@ class Strategy(Protocol):
     processed: int
     """Messages finished so far (outputs produced or sent to the Trash)."""
 
+    @property
+    def in_flight(self) -> int:
+        """Messages taken by ``submit`` and neither finished nor dropped yet (running or
+        queued). A snapshot for status reports: may lag the handler threads by a message."""
+        ...
+
     def submit(self, batch: list[Record], keepalive: KeepAlive) -> list[Record]: ...
 
     def full(self) -> bool:

@@ -11,6 +11,10 @@ Commits (at-least-once): every ``commit_interval`` the worker takes the offsets 
 far, flushes the producer (every output and Trash entry of those messages acknowledged), and
 only then commits them. A delivery failure stops the worker without committing: the messages
 are processed again after restart.
+
+Status: on the commit path, at most every few seconds, the worker publishes how many messages
+it has in flight to ``{ns}.status`` (:mod:`kstream.runtime.status`), and a tombstone on a clean
+stop. Best effort: a status record that fails is logged, never a reason to stop.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from kstream.runtime.concurrent import Concurrent
 from kstream.runtime.flood import FloodGuard
 from kstream.runtime.processor import NodeProcessor
 from kstream.runtime.serial import Serial
+from kstream.runtime.status import StatusReporter
 from kstream.runtime.strategy import Partition, Strategy
 from kstream.types import Record
 
@@ -58,6 +63,7 @@ class Worker:
         stop: threading.Event,
         retry_topic: str | None = None,
         transactions: WorkerTransactions | None = None,
+        status_topic: str | None = None,
     ) -> None:
         self.processor = processor
         self.name = processor.origin
@@ -72,6 +78,8 @@ class Worker:
         self._pending: list[Record] = []
         self._paused = False
         self._txn = transactions
+        self._status = (StatusReporter(producer, status_topic, processor.topology, processor.node.name)
+                        if status_topic is not None else None)
         self._last_commit = time.monotonic()
         batch = processor.node.batch
         self._every = batch.every if batch is not None else None
@@ -125,7 +133,10 @@ class Worker:
             self.state = State.STOPPING
             strategy.drain(self._settings.shutdown_timeout)
             strategy.check()
+            if self._status is not None:
+                self._status.stop()  # the tombstone goes with the last commit
             self._commit(asynchronous=False)
+            self._flush_status()
             self.state = State.STOPPED
         except BaseException:
             # Nothing is committed on the way out: a failed worker's uncommitted messages are
@@ -177,6 +188,8 @@ class Worker:
         (its outputs may come from any of them), then begin the next.
         """
         self._last_commit = time.monotonic()
+        if self._status is not None:
+            self._status.publish(self.state.value, self.strategy.in_flight, self.strategy.processed)
         if self._txn is not None:
             self._commit_transaction(self._txn)
             return
@@ -188,7 +201,7 @@ class Worker:
         if not offsets:
             return
         left = self._producer.flush(FLUSH_TIMEOUT)
-        errors = self._producer.take_errors()
+        errors = self._delivery_errors()
         if left or errors:
             detail = errors[0] if errors else f"{left} outputs not acknowledged within {FLUSH_TIMEOUT:g} s"
             raise DeliveryFailed(f"{self.name}: {detail}; offsets not committed", topic=self._topics[0])
@@ -202,11 +215,36 @@ class Worker:
                 TopicPartition(t, p, o) for (t, p), o in self.strategy.committable().items()
                 if (t, p) in self._owned and self._committed.get((t, p)) != o
             ]
-            if offsets:
+            # A status record in the open transaction commits even without offsets: left open,
+            # it would hold read_committed readers of the status topic until the broker aborts it.
+            status = self._status is not None and self._status.written
+            if offsets or status:
                 txn.commit(offsets, self._consumer.group_metadata(), FLUSH_TIMEOUT)
                 self._committed.update(((t, p), o) for t, p, o in offsets)
+                if self._status is not None:
+                    self._status.written = False
         finally:
             self.strategy.unquiesce()
+
+    def _delivery_errors(self) -> list[str]:
+        """The producer's delivery failures, less those of status records (logged only)."""
+        errors = self._producer.take_errors()
+        status = self._status
+        if status is None or not errors:
+            return errors
+        for e in errors:
+            if status.owns(e):
+                log.warning("%s: status record not delivered: %s", self.name, e)
+        return [e for e in errors if not status.owns(e)]
+
+    def _flush_status(self) -> None:
+        """At-least-once: the tombstone is queued only; wait briefly for it (errors logged)."""
+        if self._status is None or self._txn is not None or not self._status.written:
+            return
+        left = self._producer.flush(5.0)
+        errors = self._delivery_errors()
+        if left or errors:
+            log.warning("%s: %s", self.name, errors[0] if errors else f"{left} records not acknowledged at stop")
 
     def _abort(self) -> None:
         if self._txn is None:
