@@ -39,6 +39,7 @@ bench: venv
 	# The prefetch-20 node drains a backlog at only ~1-2k msgs/s today: 200k keeps it to ~2 min.
 	$(BIN)/python -m bench.memory --backlog 200000
 	$(BIN)/python -m bench.passthrough
+	$(BIN)/python -m bench.ratelimit
 	$(BIN)/python -m bench.report
 
 # The same, scaled down (~8 min): for a quick look, not for the figures.
