@@ -36,8 +36,7 @@ bench: venv
 	$(BIN)/python -m bench.eos
 	$(BIN)/python -m bench.latency
 	$(BIN)/python -m bench.prefetch
-	# The prefetch-20 node drains a backlog at only ~1-2k msgs/s today: 200k keeps it to ~2 min.
-	$(BIN)/python -m bench.memory --backlog 200000
+	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.passthrough
 	$(BIN)/python -m bench.ratelimit
 	$(BIN)/python -m bench.report

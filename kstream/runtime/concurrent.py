@@ -67,6 +67,7 @@ class Concurrent:
         # Counters: accepted is written by the poll thread, finished by the loop thread.
         self.accepted = 0
         self.finished = 0
+        self._full = False
         self.processed = 0
 
     # -- poll thread ----------------------------------------------------------------------
@@ -77,7 +78,14 @@ class Concurrent:
         return []
 
     def full(self) -> bool:
-        return self.accepted - self.finished >= self._capacity
+        # Hysteresis: once full, stay "full" until half drained. Every pause/resume makes
+        # librdkafka restart fetching; flapping at the threshold throttled a backlog to ~1k/s.
+        buffered = self.accepted - self.finished
+        if self._full:
+            self._full = buffered > self._capacity // 2
+        else:
+            self._full = buffered >= self._capacity
+        return self._full
 
     @property
     def buffered(self) -> int:

@@ -37,7 +37,8 @@ class Strategy(Protocol):
     def submit(self, batch: list[Record], keepalive: KeepAlive) -> list[Record]: ...
 
     def full(self) -> bool:
-        """True while the in-flight buffer is full: the poll thread pauses its partitions."""
+        """True while the in-flight buffer is full: the poll thread pauses its partitions (and
+        resumes them when this turns False; a strategy may keep it True until it drained some)."""
         ...
 
     def committable(self) -> dict[Partition, int]:
