@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -57,7 +59,20 @@ cli.add_command(cursors)
 cli.add_command(lag)
 
 
+def _limit_malloc_arenas() -> None:
+    """glibc gives each thread that allocates its own malloc arena; a worker's handler, poll
+    and librdkafka threads then fragment memory and RSS creeps up (measured: +30 % from 1M to
+    5M messages; with ``MALLOC_ARENA_MAX=2`` it stays flat, -1 %). glibc reads it at start, so
+    ``kstream run`` re-executes itself once with it set, unless the environment already says
+    otherwise. Process-wide, so done here, at the edge."""
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux") or "run" not in sys.argv[1:]:
+        return
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
+    os.execve(sys.executable, [sys.executable, "-m", "kstream.cli.main", *sys.argv[1:]], env)  # noqa: S606
+
+
 def main() -> None:
+    _limit_malloc_arenas()
     cli(prog_name="kstream")
 
 
