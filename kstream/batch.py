@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from kstream.codecs import AvroCodec, from_json, to_json
 from kstream.context import Context, Emit, Raw
-from kstream.kafka.port import TopicReader
+from kstream.kafka.port import TopicReader, latest_by_key
 from kstream.schemas import schema_path
 
 log = logging.getLogger("kstream.batch")
@@ -152,18 +152,15 @@ def read_cursor_changes(reader: TopicReader, topic: str, *, topology: str | None
     """Cursor states, and when each reset scope (latest record a tombstone) of ``topology``/
     ``node`` was reset."""
     codec = CursorCodec()
-    latest: dict[bytes, tuple[bytes | None, int]] = {}
-    for rec in reader.read_compacted(topic, timeout):
-        if rec.key() is not None:
-            latest[rec.key() or b""] = (rec.value(), rec.timestamp()[1])
-    states = [codec.decode(v) for v, _ in latest.values() if v is not None]
+    latest = latest_by_key(reader.read_compacted(topic, timeout))
+    states = [codec.decode(v) for r in latest.values() if (v := r.value()) is not None]
     states = [s for s in states if (topology is None or s.topology == topology) and (node is None or s.node == node)]
     resets: dict[str, datetime] = {}
     if topology is not None and node is not None:
         prefix = cursor_key(topology, node, "").encode()
-        for key, (value, ms) in latest.items():
-            if value is None and key.startswith(prefix):
-                resets[key[len(prefix):].decode()] = datetime.fromtimestamp(ms / 1000, UTC)
+        for key, rec in latest.items():
+            if rec.value() is None and key.startswith(prefix):
+                resets[key[len(prefix):].decode()] = datetime.fromtimestamp(rec.timestamp()[1] / 1000, UTC)
     return states, resets
 
 

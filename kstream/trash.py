@@ -17,7 +17,7 @@ from typing import Any
 from kstream import headers as hdr
 from kstream.codecs import AvroCodec
 from kstream.errors import DecodeError
-from kstream.kafka.port import TopicReader
+from kstream.kafka.port import TopicReader, latest_by_key
 from kstream.schemas import schema_path
 from kstream.types import Attempt, HeaderList, Record
 
@@ -138,12 +138,9 @@ def blocking_keys(reader: TopicReader, topic: str, *, topology: str, node: str, 
     failure of the key that is not itself a parked message). Read when a worker starts, so
     parking survives restarts."""
     codec = TrashCodec()
-    latest: dict[bytes, bytes | None] = {}
-    for rec in reader.read_compacted(topic, timeout):
-        if rec.key() is not None:
-            latest[rec.key() or b""] = rec.value()
     blocking: dict[bytes | None, TrashEntry] = {}
-    for value in latest.values():
+    for rec in latest_by_key(reader.read_compacted(topic, timeout)).values():
+        value = rec.value()
         if value is None:
             continue
         entry = codec.decode(value)

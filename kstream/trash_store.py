@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from kstream.errors import ConfigError, DecodeError, NotFound
 from kstream.headers import RELEASE_OF, REPLAY_OF
-from kstream.kafka.port import TopicReader, TransactionalProducer
+from kstream.kafka.port import TopicReader, TransactionalProducer, latest_by_key
 from kstream.trash import TrashCodec, TrashEntry
 
 log = logging.getLogger("kstream.trash")
@@ -125,13 +125,9 @@ class TrashStore:
 
     def entries(self, flt: TrashFilter | None = None) -> list[TrashEntry]:
         """The unresolved entries (latest value per id, tombstones dropped), oldest failure first."""
-        latest: dict[bytes, bytes | None] = {}
-        for rec in self._reader.read_compacted(self.topic, self._timeout):
-            key = rec.key()
-            if key is not None:
-                latest[key] = rec.value()
         out = []
-        for key, value in latest.items():
+        for key, rec in latest_by_key(self._reader.read_compacted(self.topic, self._timeout)).items():
+            value = rec.value()
             if value is None:
                 continue
             try:

@@ -8,11 +8,23 @@ nothing is allocated per message on the way in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from kstream.types import HeaderList, Record
+
+
+def latest_by_key(records: Iterable[Record]) -> dict[bytes, Record]:
+    """The last record of every key, as a compacted topic means it: ``records`` per partition
+    in offset order (as :meth:`TopicReader.read_compacted` returns them); keyless records are
+    skipped; tombstones are kept (value ``None``: the key was deleted)."""
+    latest: dict[bytes, Record] = {}
+    for rec in records:
+        key = rec.key()
+        if key is not None:
+            latest[key] = rec
+    return latest
 
 
 class TopicPartition(NamedTuple):

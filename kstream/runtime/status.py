@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kstream.codecs import from_json, to_json
-from kstream.kafka.port import Producer
+from kstream.kafka.port import Producer, latest_by_key
 from kstream.types import Record
 
 log = logging.getLogger("kstream.worker")
@@ -100,14 +100,12 @@ def live_workers(records: Iterable[Record], *, now_ms: int, live_for: float = LI
     :meth:`kstream.kafka.port.TopicReader.read_compacted` returns them): the last record of a
     key wins, a tombstone removes it. Keys outside ``worker/`` and unreadable values are skipped.
     """
-    latest: dict[str, bytes | None] = {}
     prefix = PREFIX.encode()
-    for r in records:
-        raw = r.key()
-        if raw is not None and raw.startswith(prefix):
-            latest[raw.decode(errors="replace")] = r.value()
     result = []
-    for key, value in latest.items():
+    for raw, rec in latest_by_key(records).items():
+        if not raw.startswith(prefix):
+            continue
+        key, value = raw.decode(errors="replace"), rec.value()
         parts = key[len(PREFIX):].split("/")
         if value is None or len(parts) != 3:
             continue

@@ -268,13 +268,16 @@ class Worker:
                 self.strategy.revoke(revoked, self._settings.shutdown_timeout)
                 self._commit(asynchronous=False, only=revoked)  # and what the in-flight ones finished
         finally:
-            self.strategy.forget(revoked)
-            self._owned -= revoked
-            for tp in revoked:
-                self._committed.pop(tp, None)
-            self._pending = [m for m in self._pending if (m.topic(), m.partition()) not in revoked]
+            self._let_go(revoked)
         log.info("%s: revoked %s", self.name, _fmt(partitions))
 
+    def _let_go(self, partitions: set[Partition]) -> None:
+        """Forget everything about partitions this worker no longer owns."""
+        self.strategy.forget(partitions)
+        self._owned -= partitions
+        for tp in partitions:
+            self._committed.pop(tp, None)
+        self._pending = [m for m in self._pending if (m.topic(), m.partition()) not in partitions]
 
     def _on_lost(self, partitions: list[TopicPartition]) -> None:
         """Fenced (e.g. paused past the session timeout): another member may own these
@@ -284,11 +287,7 @@ class Worker:
         lost = {(tp.topic, tp.partition) for tp in partitions}
         log.warning("%s: lost %s (fenced from the group); nothing of them is committed", self.name, _fmt(partitions))
         self.strategy.revoke(lost, self._settings.shutdown_timeout)
-        self.strategy.forget(lost)
-        self._owned -= lost
-        for tp in lost:
-            self._committed.pop(tp, None)
-        self._pending = [m for m in self._pending if (m.topic(), m.partition()) not in lost]
+        self._let_go(lost)
         if self._txn is not None:
             self.state = State.FAILED
             raise BrokerError(f"{self.name}: fenced from the consumer group while in a transaction; "
