@@ -92,6 +92,16 @@ class RuntimeSettings(_Frozen):
     """...counted over this many most recent messages..."""
     flood_min: int = Field(default=100, ge=1)
     """...once at least this many were seen."""
+    broker_outage_timeout: float = Field(default=300.0, gt=0)
+    """How long a worker waits for the cluster to come back (e.g. to replace a transactional
+    producer whose commit timed out) before it stops with one line."""
+    hanging_check_interval: float = Field(default=10.0, gt=0)
+    """Seconds between checks of the last stable offsets of a process's topics (hanging transactions)."""
+    hanging_after: float = Field(default=90.0, gt=0)
+    """A partition whose last stable offset stays at one offset behind its high watermark for this
+    long holds an open transaction nobody will end (a hanging transaction): reported loudly.
+    Keep it above the longest ``transaction.timeout.ms`` of any producer of the topics (kstream's
+    is 60 s) plus a margin; a live transaction is never open longer than its timeout."""
 
 
 class LimitSpec(_Frozen):

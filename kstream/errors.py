@@ -8,7 +8,9 @@ The tree::
     ├── AppLoadError                  ``APP`` (``module:attr`` / ``file.py:attr``) cannot be loaded
     ├── BrokerError                   talking to Kafka failed
     │   ├── BrokerUnavailable         no broker answered in time (retryable)
-    │   └── DeliveryFailed            the broker did not acknowledge an output (retryable)
+    │   ├── DeliveryFailed            the broker did not acknowledge an output (retryable)
+    │   └── TransactionInDoubt        a transactional call timed out or its outcome is unknown:
+    │                                 the producer must be replaced (epoch bump) before writing on
     ├── LocalBrokerError              the embedded development broker could not be run
     ├── Permanent                     raised by handlers: do not retry, send to the Trash
     │   └── DecodeError               a payload that cannot be decoded or validated
@@ -67,6 +69,20 @@ class DeliveryFailed(BrokerError):
     def __init__(self, message: str, *, topic: str, code: str | None = None) -> None:
         super().__init__(message, code=code, retryable=True)
         self.topic = topic
+
+
+class TransactionInDoubt(BrokerError):
+    """A commit (or another transactional call) timed out or failed ambiguously.
+
+    The transaction may still be open on the broker, or its markers half written. The producer
+    that raised it must not write again: the worker discards it without an abort (an abort sent
+    while partitions have no leader is what leaves a transaction hanging) and a new producer with
+    the same ``transactional.id`` fences it and aborts what it left open (its ``InitProducerId``
+    bumps the epoch) once the cluster has leaders again.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, code=code, retryable=True)
 
 
 class LocalBrokerError(KstreamError):

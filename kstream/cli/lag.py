@@ -11,11 +11,13 @@ import click
 
 from kstream.app import admin, status_reader
 from kstream.cli.common import Options, app_argument, pass_options, topology_of
+from kstream.kafka.confluent import KafkaAdmin
 from kstream.kafka.port import Admin, GroupLag
 from kstream.naming import group_id
-from kstream.provision import retry_topic_of
+from kstream.provision import retry_topic_of, wanted
 from kstream.runtime.status import LIVE_FOR, in_flight_by_node
 from kstream.topology import Topology
+from kstream.txns import Hanging, remedy
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,26 @@ def with_in_flight(nodes: list[NodeLag], in_flight: dict[str, int]) -> list[Node
     return [replace(n, in_flight=in_flight.get(n.node)) for n in nodes]
 
 
-def _json(nodes: list[NodeLag], topology: Topology, interval: float) -> dict[str, Any]:
+def hanging_partitions(client: KafkaAdmin, topics: list[str], after: float) -> list[Hanging]:
+    """Partitions of ``topics`` whose last stable offset sits below the high watermark at a
+    record older than ``after`` seconds: a transaction open that long is one nobody will end
+    (the LSO is the first offset of the oldest open transaction)."""
+    now_ms = time.time() * 1000
+    found = []
+    for e in client.stable_offsets(topics):
+        if e.stable < e.high:
+            ts = client.timestamp_at(e.topic, e.partition, e.stable)
+            if ts is not None and now_ms - ts >= after * 1000:
+                found.append(Hanging(e.topic, e.partition, e.stable, time.monotonic() - (now_ms - ts) / 1000))
+    return found
+
+
+def _json(nodes: list[NodeLag], topology: Topology, interval: float, hanging: list[Hanging]) -> dict[str, Any]:
     worst = bottleneck(nodes)
     return {
         "topology": topology.name, "interval": interval, "bottleneck": worst,
+        "hanging": [{"topic": h.topic, "partition": h.partition, "offset": h.offset,
+                     "remedy": remedy(h.topic, h.partition, h.offset)} for h in hanging],
         "nodes": [{
             "node": n.node, "group": n.group, "topics": n.topics, "lag": n.lag, "rate_in": n.rate("in"),
             "rate_out": n.rate("out"), "in_flight": n.in_flight, "bottleneck": n.node == worst,
@@ -132,16 +150,23 @@ def lag(options: Options, app: str, interval: float, timeout: float, as_json: bo
               10 s; "-" when no live worker reports (none runs, or all stopped cleanly)
 
     The bottleneck is the node with the largest lag, when any node lags.
+
+    Hanging transactions on any topic of APP are listed below the table, with the command that
+    aborts them: a partition whose last stable offset has stayed on a record older than
+    runtime.hanging_after seconds. Its records past that offset are invisible to every
+    read_committed reader (every kstream node), whatever LAG says.
     """
     topology = topology_of(app)
     settings = options.settings()
-    nodes = measure(admin(settings, timeout=timeout), topology, settings.namespace, interval)
+    client = admin(settings, timeout=timeout)
+    nodes = measure(client, topology, settings.namespace, interval)
+    hanging = hanging_partitions(client, [w.name for w in wanted(topology, settings)], settings.runtime.hanging_after)
     # Read after the samples: with --interval the statuses are as fresh as the rates.
     records = status_reader(settings).read_compacted(settings.status_topic, timeout)
     nodes = with_in_flight(nodes, in_flight_by_node(records, topology.name, now_ms=int(time.time() * 1000),
                                                     live_for=LIVE_FOR))
     if as_json:
-        click.echo(json.dumps(_json(nodes, topology, interval), indent=2))
+        click.echo(json.dumps(_json(nodes, topology, interval, hanging), indent=2))
         return
     worst = bottleneck(nodes)
     rows = [("NODE", "LAG", "IN", "OUT", "IN-FLIGHT", "")]
@@ -153,3 +178,6 @@ def lag(options: Options, app: str, interval: float, timeout: float, as_json: bo
     for r in rows:
         cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r[:-1], widths[:-1], strict=True))]
         click.echo(("  ".join(cells) + "  " + r[-1]).rstrip())
+    now = time.monotonic()
+    for h in hanging:
+        click.echo(f"HANGING: {h.line(now)}")

@@ -8,9 +8,10 @@ from types import FrameType
 
 import click
 
-from kstream.app import build_worker, run_workers
+from kstream.app import build_worker, hanging_monitor, run_workers
 from kstream.cli.common import Options, app_argument, pass_options, setup_logging, topology_of
 from kstream.limits import GlobalRateLimiter
+from kstream.runtime.worker import Worker
 
 
 @click.command()
@@ -39,6 +40,11 @@ def run(options: Options, app: str, nodes: tuple[str, ...], log_level: str) -> N
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    def rebuild(old: Worker) -> Worker:
+        return build_worker(topology, old.processor.node.name, settings, stop, limiters,
+                            transactional_id=old.transactional_id)
+
     click.echo(f"running {', '.join(names)} of {topology.name} on {settings.bootstrap_servers}", err=True)
-    run_workers(workers, stop)
+    hanging_monitor(topology, settings, stop).start()
+    run_workers(workers, stop, rebuild)
     click.echo("stopped", err=True)

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import confluent_kafka
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import IsolationLevel, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as CkTopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
@@ -27,11 +27,12 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ConfigResource,
     ConfigSource,
     NewPartitions,
+    OffsetSpec,
 )
 from confluent_kafka.admin import NewTopic as CkNewTopic  # type: ignore[attr-defined]
 
-from kstream.errors import BrokerError, BrokerUnavailable
-from kstream.kafka.port import GroupLag, NewTopic, RebalanceCallback, TopicPartition, TopicState
+from kstream.errors import BrokerError, BrokerUnavailable, TransactionInDoubt
+from kstream.kafka.port import GroupLag, NewTopic, PartitionEnds, RebalanceCallback, TopicPartition, TopicState
 from kstream.types import HeaderList, Record
 
 CONSUMER_DEFAULTS: dict[str, str] = {
@@ -227,21 +228,61 @@ class KafkaProducer:
 
 
 class _TransactionalProducer(KafkaProducer):
-    """:class:`KafkaProducer` with librdkafka's transaction calls mapped to kstream errors."""
+    """:class:`KafkaProducer` with librdkafka's transaction calls mapped to kstream errors.
 
-    def __init__(self, bootstrap: str, kafka: Mapping[str, str], transactional_id: str) -> None:
+    librdkafka does not implement KIP-890 (Kafka 4's transaction protocol v2): a commit that
+    times out or fails ambiguously leaves the transaction's outcome unknown. Such a call raises
+    :class:`TransactionInDoubt` and sends no abort: an EndTxn(abort) while the transaction's
+    partitions have no leader (a restarting broker) is answered, but its markers are dropped,
+    which leaves the partition's last stable offset pinned for good (a hanging transaction).
+    The owner discards this producer and creates a new one with the same ``transactional.id``;
+    its :meth:`init` waits until every partition of ``topics`` has a leader, then bumps the
+    epoch, which fences this one and aborts what it left open, markers included.
+    """
+
+    def __init__(self, bootstrap: str, kafka: Mapping[str, str], transactional_id: str,
+                 topics: Sequence[str] = ()) -> None:
         # A short retry backoff: after a commit, the next transaction's first request can meet
         # CONCURRENT_TRANSACTIONS and wait retry.backoff.ms (100 ms by default) for nothing.
-        # A short transaction timeout: a killed producer's open transaction holds read_committed
-        # readers at the last stable offset until the broker aborts it.
-        defaults = {"retry.backoff.ms": "20", "transaction.timeout.ms": "10000"}
+        # Kafka's own 60 s transaction timeout (not shorter): the coordinator aborts a crashed
+        # producer's transaction only after it, so a broker that restarts within it has its
+        # partitions' leaders back before that abort writes its markers. The price: after a
+        # worker is killed, read_committed readers of the partitions it was writing wait up to
+        # 60 s (kstream's ids are unique per worker, so nothing aborts it sooner).
+        defaults = {"retry.backoff.ms": "20", "transaction.timeout.ms": "60000"}
         super().__init__(bootstrap, {**defaults, **kafka}, **{"transactional.id": transactional_id})
+        self.transactional_id = transactional_id
+        self._topics = list(topics)
 
     def init(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) until the partitions of ``topics`` have leaders, then init."""
+        deadline = time.monotonic() + timeout
+        self._wait_for_leaders(deadline)
         try:
-            self._producer.init_transactions(timeout)
+            self._producer.init_transactions(max(1.0, deadline - time.monotonic()))
         except KafkaException as exc:
             raise broker_error(exc, "initialising transactions failed") from None
+
+    def _wait_for_leaders(self, deadline: float) -> None:
+        wanted = set(self._topics)
+        if not wanted:
+            return
+        missing = "the cluster did not answer"
+        while True:
+            try:
+                meta = self._producer.list_topics(timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+                leaderless = sorted(
+                    f"{name}[{p.id}]" for name, t in meta.topics.items() if name in wanted
+                    for p in t.partitions.values() if p.leader < 0
+                )
+                if not leaderless:
+                    return
+                missing = f"no leader for {', '.join(leaderless[:5])}"
+            except KafkaException:
+                missing = "the cluster did not answer"
+            if time.monotonic() >= deadline:
+                raise BrokerUnavailable(f"transactional producer {self.transactional_id}: {missing}")
+            time.sleep(0.5)
 
     def begin(self) -> None:
         try:
@@ -256,8 +297,13 @@ class _TransactionalProducer(KafkaProducer):
             raise broker_error(exc, "aborting the transaction failed") from None
 
     def _commit(self, offsets: Sequence[TopicPartition], group_metadata: object, timeout: float) -> None:
-        """Send ``offsets`` (if any) and commit, retrying retriable errors until ``timeout``; a
-        transaction that cannot commit is aborted, then :class:`BrokerError` is raised."""
+        """Send ``offsets`` (if any) and commit, retrying retriable errors until ``timeout``.
+
+        Raises :class:`TransactionInDoubt` when the outcome is unknown (timed out, retriable
+        to the end, or neither fatal nor abortable): nothing is aborted, see the class doc.
+        An abortable error is aborted here, then raised as a retryable :class:`BrokerError`.
+        A fatal one (fenced) is raised as is.
+        """
         deadline = time.monotonic() + timeout
         parts = [CkTopicPartition(t, p, o) for t, p, o in offsets]
         try:
@@ -274,9 +320,22 @@ class _TransactionalProducer(KafkaProducer):
                     raise
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.txn_requires_abort():
+            if not isinstance(err, KafkaError) or err.fatal():
+                raise broker_error(exc, "committing the transaction failed") from None
+            if err.txn_requires_abort():
                 self.abort(timeout)
-            raise broker_error(exc, "committing the transaction failed") from None
+                failed = broker_error(exc, "committing the transaction failed (aborted)")
+                failed.retryable = True
+                raise failed from None
+            raise TransactionInDoubt(f"committing the transaction failed, outcome unknown: {err.str()}",
+                                     code=err.name()) from None
+
+    def discard(self) -> None:
+        """Drop the producer without aborting (see the class doc): queued records are purged."""
+        try:
+            self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+        except (KafkaException, RuntimeError):
+            pass  # nothing queued, or already unusable: either way it is dropped
 
 
 class KafkaWorkerProducer(_TransactionalProducer):
@@ -389,6 +448,51 @@ class KafkaAdmin:
             return result
         except KafkaException as exc:
             raise broker_error(exc, f"reading lag of {group} failed") from None
+        finally:
+            consumer.close()
+
+
+    def broker_ids(self) -> list[int]:
+        try:
+            return sorted(self._admin.list_topics(timeout=self._timeout).brokers)
+        except KafkaException:
+            raise self._unavailable() from None
+
+    def stable_offsets(self, topics: Sequence[str]) -> list[PartitionEnds]:
+        """Last stable offset and high watermark of every partition of ``topics`` (those that exist)."""
+        try:
+            meta = self._admin.list_topics(timeout=self._timeout)
+        except KafkaException:
+            raise self._unavailable() from None
+        parts = [CkTopicPartition(t, p) for t in topics if t in meta.topics and meta.topics[t].error is None
+                 for p in sorted(meta.topics[t].partitions)]
+        if not parts:
+            return []
+        ends: dict[tuple[str, int], list[int]] = {}
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED):
+            futures = self._admin.list_offsets({tp: latest for tp in parts}, isolation_level=level,
+                                               request_timeout=self._timeout)
+            for tp, fut in futures.items():
+                try:
+                    ends.setdefault((tp.topic, tp.partition), []).append(fut.result(timeout=self._timeout + 5).offset)
+                except KafkaException as exc:
+                    raise broker_error(exc, f"listing offsets of {tp.topic}[{tp.partition}] failed") from None
+        return [PartitionEnds(t, p, o[0], o[1]) for (t, p), o in sorted(ends.items()) if len(o) == 2]
+
+    def timestamp_at(self, topic: str, partition: int, offset: int) -> int | None:
+        """The timestamp (ms) of the record at ``offset``, read uncommitted; None if there is none."""
+        consumer = confluent_kafka.Consumer({**self._kafka, "bootstrap.servers": self._bootstrap,
+                                             "group.id": f"kstream-probe-{time.time_ns()}", "enable.auto.commit": "false",
+                                             "isolation.level": "read_uncommitted", "logger": cast(Any, _LIBRDKAFKA_LOG)})
+        try:
+            consumer.assign([CkTopicPartition(topic, partition, offset)])
+            deadline = time.monotonic() + self._timeout
+            while time.monotonic() < deadline:
+                m = consumer.poll(0.5)
+                if m is not None and m.error() is None:
+                    return int(m.timestamp()[1])
+            return None
         finally:
             consumer.close()
 

@@ -37,6 +37,17 @@ class TopicPartition(NamedTuple):
 RebalanceCallback = Callable[[list[TopicPartition]], None]
 
 
+class PartitionEnds(NamedTuple):
+    """Where a partition ends for the two isolation levels."""
+
+    topic: str
+    partition: int
+    stable: int
+    """Last stable offset: ``read_committed`` readers see the records below it."""
+    high: int
+    """High watermark: ``read_uncommitted`` readers see the records below it."""
+
+
 class Consumer(Protocol):
     """One member of one consumer group. Not thread-safe: one thread calls it.
 
@@ -185,12 +196,15 @@ class TransactionalProducer(Protocol):
 class WorkerTransactions(Protocol):
     """The transactional side of a worker's producer (exactly-once processing).
 
-    ``init`` once, then ``begin``; outputs produced meanwhile belong to the open transaction.
-    ``commit`` adds the consumed ``offsets`` to the transaction (with the group metadata, so a
-    zombie that lost its partitions is fenced) and commits it all at once, then begins the next
-    one. It raises :class:`kstream.errors.BrokerError` when the transaction could not commit;
-    it was then aborted (nothing of it is visible) and the worker must not go on from its
-    in-memory position.
+    ``init`` once (it may wait for the cluster up to ``timeout``), then ``begin``; outputs
+    produced meanwhile belong to the open transaction. ``commit`` adds the consumed ``offsets``
+    to the transaction (with the group metadata, so a zombie that lost its partitions is fenced)
+    and commits it all at once, then begins the next one. When the transaction could not
+    commit it raises :class:`kstream.errors.BrokerError`, and the worker must not go on from its
+    in-memory position: either the transaction was aborted (``retryable`` set), or it raises
+    :class:`kstream.errors.TransactionInDoubt` (timed out, outcome unknown: nothing was
+    aborted, and the producer must be dropped with ``discard`` and replaced by a new one with
+    the same ``transactional.id``), or the producer was fenced (fatal).
     """
 
     def init(self, timeout: float) -> None: ...
@@ -200,3 +214,7 @@ class WorkerTransactions(Protocol):
     def commit(self, offsets: Sequence[TopicPartition], group_metadata: object, timeout: float) -> None: ...
 
     def abort(self, timeout: float) -> None: ...
+
+    def discard(self) -> None:
+        """Drop queued records; write and abort nothing more (the producer is being replaced)."""
+        ...

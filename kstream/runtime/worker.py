@@ -12,6 +12,11 @@ far, flushes the producer (every output and Trash entry of those messages acknow
 only then commits them. A delivery failure stops the worker without committing: the messages
 are processed again after restart.
 
+Exactly-once: a transaction that fails to commit ends this worker (nothing more is committed);
+:func:`kstream.app.run_workers` replaces it when the failure is retryable (aborted, or in doubt
+after a timeout): a new consumer resumes from the group's committed offsets and a new producer
+with the same ``transactional.id`` fences the old one before anything is written again.
+
 Status: on the commit path, at most every few seconds, the worker publishes how many messages
 it has in flight to ``{ns}.status`` (:mod:`kstream.runtime.status`), and a tombstone on a clean
 stop. Best effort: a status record that fails is logged, never a reason to stop.
@@ -26,7 +31,7 @@ import time
 from collections.abc import Sequence
 
 from kstream.config import RuntimeSettings
-from kstream.errors import BrokerError, DeliveryFailed
+from kstream.errors import BrokerError, DeliveryFailed, TransactionInDoubt
 from kstream.kafka.port import Consumer, Producer, TopicPartition, WorkerTransactions
 from kstream.runtime.concurrent import Concurrent
 from kstream.runtime.flood import FloodGuard
@@ -64,6 +69,7 @@ class Worker:
         retry_topic: str | None = None,
         transactions: WorkerTransactions | None = None,
         status_topic: str | None = None,
+        transactional_id: str | None = None,
     ) -> None:
         self.processor = processor
         self.name = processor.origin
@@ -78,6 +84,9 @@ class Worker:
         self._pending: list[Record] = []
         self._paused = False
         self._txn = transactions
+        self.transactional_id = transactional_id
+        """Exactly-once: the producer's id, which a replacement worker reuses (to fence this one)."""
+        self._txn_done = False  # the transaction is aborted or in doubt: nothing more to abort
         self._status = (StatusReporter(producer, status_topic, processor.topology, processor.node.name)
                         if status_topic is not None else None)
         self._last_commit = time.monotonic()
@@ -106,7 +115,7 @@ class Worker:
         next_run = time.monotonic() + (self._every or 0.0)
         try:
             if self._txn is not None:
-                self._txn.init(FLUSH_TIMEOUT)
+                self._txn.init(self._settings.broker_outage_timeout)
                 self._txn.begin()
             self._consumer.subscribe(self._topics, self._on_assign, self._on_revoke, self._on_lost)
             while not self._stop.is_set():
@@ -219,7 +228,15 @@ class Worker:
             # it would hold read_committed readers of the status topic until the broker aborts it.
             status = self._status is not None and self._status.written
             if offsets or status:
-                txn.commit(offsets, self._consumer.group_metadata(), FLUSH_TIMEOUT)
+                try:
+                    txn.commit(offsets, self._consumer.group_metadata(), FLUSH_TIMEOUT)
+                except TransactionInDoubt:
+                    self._txn_done = True
+                    txn.discard()
+                    raise
+                except BrokerError as exc:
+                    self._txn_done = exc.retryable  # aborted already
+                    raise
                 self._committed.update(((t, p), o) for t, p, o in offsets)
                 if self._status is not None:
                     self._status.written = False
@@ -247,7 +264,7 @@ class Worker:
             log.warning("%s: %s", self.name, errors[0] if errors else f"{left} records not acknowledged at stop")
 
     def _abort(self) -> None:
-        if self._txn is None:
+        if self._txn is None or self._txn_done:
             return
         try:
             self._txn.abort(5.0)

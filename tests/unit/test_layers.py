@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     "kstream.batch": 3,
     "kstream.limits": 3,
     "kstream.dev": 3,
+    "kstream.txns": 3,
     # 4: the processing runtime
     "kstream.runtime": 4,
     # 5: the composition root

@@ -1,0 +1,181 @@
+"""One broker crash under an exactly-once chain, and the checks that it lost nothing.
+
+Used by the integration test (one round) and by ``bench/broker_crash.py`` (many rounds). The
+broker is the test's own (killing the session broker would disturb other tests): a
+:class:`LocalBroker` in its own folder, SIGKILLed mid-stream and started again on the same
+data dir after ``down`` seconds. A supervisor restarts the worker process whenever it exits
+(it should not need to: a worker replaces its producer in place).
+
+Invariants, read with ``read_committed``: every record once (0 lost, 0 duplicated), in order
+per key (the per-key ``seq`` rises by one), and afterwards no partition of any topic has its
+last stable offset behind its high watermark (no hanging transaction).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from kstream.config import load_settings
+from kstream.dev.broker import LocalBroker
+from kstream.kafka.confluent import KafkaAdmin
+from kstream.provision import wanted
+from tests.apps.chain import make_chain
+from tests.integration.kafkatools import consume, create_topics, produce, provision
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Outcome:
+    records: int
+    delivered: int
+    lost: int
+    duplicated: int
+    out_of_order: int
+    hanging: list[str]
+    worker_restarts: int
+    seconds: float
+    broker_down_at: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.out_of_order or self.hanging)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Supervisor:
+    """Runs ``kstream run APP`` and starts it again whenever it exits, until :meth:`stop`."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self._env = env
+        self._log = log
+        self._stop = threading.Event()
+        self.restarts = 0
+        self.proc = self._spawn()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with self._log.open("ab") as err:
+            return subprocess.Popen([sys.executable, "-m", "kstream.cli.main", "run", "tests/apps/chain.py:topology",
+                                     "--log-level", "info"], cwd=ROOT, env=self._env, stdout=subprocess.DEVNULL, stderr=err)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            if self.proc.poll() is not None and not self._stop.is_set():
+                self.restarts += 1
+                self.proc = self._spawn()
+
+    def stop(self) -> int | None:
+        self._stop.set()
+        self._thread.join(5)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+
+
+def run_once(workdir: Path, *, records: int = 30_000, partitions: int = 6, down: float = 5.0,
+             kill_after: int = 8_000, timeout: float = 300.0) -> Outcome:
+    """Start a broker in ``workdir``, run the chain over ``records``, crash the broker once."""
+    started = time.monotonic()
+    broker = LocalBroker(workdir / "broker")
+    port = _free_port()
+    info, _ = broker.start(port=port)
+    bootstrap = info.bootstrap
+    ns = "crash"
+    src, dst = f"{ns}.in", f"{ns}.out"
+    settings = load_settings(environ={}, overrides={"bootstrap_servers": bootstrap, "namespace": ns,
+                                                    "topics": {"partitions": partitions}})
+    topology = make_chain(src, dst, exactly_once=True)
+    notes: list[str] = []
+    sup = None
+    try:
+        create_topics(bootstrap, src, dst, partitions=partitions)
+        provision(topology, settings)
+        keys = 60
+        produce(bootstrap, src, [(f"k{i % keys}", {"id": i, "key": f"k{i % keys}", "seq": i // keys, "amount": 1.0})
+                                 for i in range(records)])
+        env = {**os.environ, "CHAIN_SRC": src, "CHAIN_DST": dst, "CHAIN_EOS": "1",
+               "KSTREAM_BOOTSTRAP_SERVERS": bootstrap, "KSTREAM_NAMESPACE": ns}
+        sup = Supervisor(env, workdir / "worker.log")
+        seen = consume(bootstrap, dst, count=kill_after, timeout=timeout / 2, committed=False)
+        # When the broker dies mid-stream (SIGKILL) and comes back on the same data dir
+        os.kill(info.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(info.pid):
+            time.sleep(0.05)
+        time.sleep(down)  # the outage itself: nothing to wait for
+        broker.start(port=port)
+        out = consume(bootstrap, dst, count=records, timeout=timeout, committed=True, settle=3.0)
+        hanging = _hanging(bootstrap, [w.name for w in wanted(topology, settings)], timeout=90.0)
+        code = sup.stop()
+        if code != 0:
+            notes.append(f"worker exit code at the end: {code}")
+        return _check(out, records, keys, hanging, sup.restarts, time.monotonic() - started, len(seen), notes)
+    finally:
+        if sup is not None and sup.proc.poll() is None:
+            sup.proc.kill()
+        broker.stop(timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _hanging(bootstrap: str, topics: list[str], *, timeout: float) -> list[str]:
+    """Partitions whose LSO is still behind the high watermark after ``timeout`` seconds (no
+    live transaction stays open longer than its timeout, 60 s)."""
+    client = KafkaAdmin(bootstrap, {})
+    deadline = time.monotonic() + timeout
+    while True:
+        behind = [f"{e.topic}[{e.partition}] lso={e.stable} hw={e.high}"
+                  for e in client.stable_offsets(topics) if e.stable < e.high]
+        if not behind or time.monotonic() > deadline:
+            return behind
+        time.sleep(1.0)
+
+
+def _check(out: list[Any], records: int, keys: int, hanging: list[str], restarts: int, seconds: float,
+           down_at: int, notes: list[str]) -> Outcome:
+    ids = Counter()
+    last: dict[str, int] = defaultdict(lambda: -1)
+    out_of_order = 0
+    for m in out:  # per partition in offset order: a key lives on one partition
+        v = orjson.loads(m.value())
+        ids[v["id"]] += 1
+        if ids[v["id"]] == 1:
+            if v["seq"] != last[v["key"]] + 1:
+                out_of_order += 1
+            last[v["key"]] = v["seq"]
+    lost = records - len(ids)
+    dup = sum(c - 1 for c in ids.values())
+    return Outcome(records, len(out), lost, dup, out_of_order, hanging, restarts, round(seconds, 1), down_at, notes)
