@@ -11,10 +11,11 @@ Client defaults chosen here (any can be overridden through ``Settings.kafka``):
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import confluent_kafka
@@ -253,6 +254,7 @@ class _TransactionalProducer(KafkaProducer):
         super().__init__(bootstrap, {**defaults, **kafka}, **{"transactional.id": transactional_id})
         self.transactional_id = transactional_id
         self._topics = list(topics)
+        self.abort_on_failure = True
 
     def init(self, timeout: float) -> None:
         """Wait (up to ``timeout``) until the partitions of ``topics`` have leaders, then init."""
@@ -301,17 +303,20 @@ class _TransactionalProducer(KafkaProducer):
 
         Raises :class:`TransactionInDoubt` when the outcome is unknown (timed out, retriable
         to the end, or neither fatal nor abortable): nothing is aborted, see the class doc.
-        An abortable error is aborted here, then raised as a retryable :class:`BrokerError`.
-        A fatal one (fenced) is raised as is.
+        An abortable error is aborted here if ``abort_on_failure``, then raised as a retryable
+        :class:`BrokerError`; else it is in doubt too. A fatal one (fenced) is raised as is.
         """
         deadline = time.monotonic() + timeout
         parts = [CkTopicPartition(t, p, o) for t, p, o in offsets]
+        producer = self._producer
         try:
             if parts:
-                self._producer.send_offsets_to_transaction(parts, group_metadata, timeout)
+                self._bounded(functools.partial(producer.send_offsets_to_transaction, parts, group_metadata, timeout), timeout,
+                              "sending the offsets to the transaction")
             while True:
                 try:
-                    self._producer.commit_transaction(max(0.1, deadline - time.monotonic()))
+                    left = max(0.1, deadline - time.monotonic())
+                    self._bounded(functools.partial(producer.commit_transaction, left), left, "committing the transaction")
                     return
                 except KafkaException as exc:
                     err = exc.args[0] if exc.args else None
@@ -322,13 +327,38 @@ class _TransactionalProducer(KafkaProducer):
             err = exc.args[0] if exc.args else None
             if not isinstance(err, KafkaError) or err.fatal():
                 raise broker_error(exc, "committing the transaction failed") from None
-            if err.txn_requires_abort():
+            if err.txn_requires_abort() and self.abort_on_failure:
                 self.abort(timeout)
                 failed = broker_error(exc, "committing the transaction failed (aborted)")
                 failed.retryable = True
                 raise failed from None
             raise TransactionInDoubt(f"committing the transaction failed, outcome unknown: {err.str()}",
                                      code=err.name()) from None
+
+    def _bounded(self, call: Callable[[], object], timeout: float, what: str) -> None:
+        """Make ``call`` on a helper thread and give up on it after ``timeout`` (+5 s).
+
+        librdkafka ignores the timeout of its coordinator requests when the coordinator goes
+        down (librdkafka issues #5456, #5511: ``send_offsets_to_transaction`` then blocks
+        forever, even after the broker is back). A call that does not return is in doubt; its
+        thread stays blocked in librdkafka until the successor producer fences this one.
+        """
+        done = threading.Event()
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                call()
+            except BaseException as exc:  # noqa: BLE001  (handed to the caller below)
+                failed.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="kstream-txn-call", daemon=True).start()
+        if not done.wait(timeout + 5.0):
+            raise TransactionInDoubt(f"{what} did not return within {timeout + 5.0:g} s; outcome unknown")
+        if failed:
+            raise failed[0]
 
     def discard(self) -> None:
         """Drop the producer without aborting (see the class doc): queued records are purged."""
@@ -340,7 +370,18 @@ class _TransactionalProducer(KafkaProducer):
 
 class KafkaWorkerProducer(_TransactionalProducer):
     """A worker's producer in exactly-once mode: :class:`KafkaProducer` plus
-    :class:`kstream.kafka.port.WorkerTransactions`."""
+    :class:`kstream.kafka.port.WorkerTransactions`.
+
+    A failed commit is never aborted here, only reported as :class:`TransactionInDoubt`: the
+    failure is often the cluster itself (a broker restarting), when an abort is the dangerous
+    call. The worker is replaced, and its successor's ``init`` aborts the transaction once
+    every partition has a leader again.
+    """
+
+    def __init__(self, bootstrap: str, kafka: Mapping[str, str], transactional_id: str,
+                 topics: Sequence[str] = ()) -> None:
+        super().__init__(bootstrap, kafka, transactional_id, topics)
+        self.abort_on_failure = False
 
     def commit(self, offsets: Sequence[TopicPartition], group_metadata: object, timeout: float) -> None:
         self._commit(offsets, group_metadata, timeout)

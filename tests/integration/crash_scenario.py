@@ -87,6 +87,13 @@ class Supervisor:
                 self.restarts += 1
                 self.proc = self._spawn()
 
+    def kill(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def stop(self) -> int | None:
         self._stop.set()
         self._thread.join(5)
@@ -138,8 +145,8 @@ def run_once(workdir: Path, *, records: int = 30_000, partitions: int = 6, down:
             notes.append(f"worker exit code at the end: {code}")
         return _check(out, records, keys, hanging, sup.restarts, time.monotonic() - started, len(seen), notes)
     finally:
-        if sup is not None and sup.proc.poll() is None:
-            sup.proc.kill()
+        if sup is not None:
+            sup.kill()
         broker.stop(timeout=10)
 
 
