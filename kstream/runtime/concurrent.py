@@ -125,6 +125,9 @@ class Concurrent:
         if self._error is not None:
             raise self._error
 
+    def interrupt(self) -> None:
+        return None  # submit never blocks: commits happen on the poll loop's interval
+
     def close(self) -> None:
         # Cancel what still runs (a failing worker drains nothing) so no task is destroyed pending.
         async def cancel_all() -> None:

@@ -26,6 +26,7 @@ from kstream.errors import DecodeError, Permanent, RateLimited
 from kstream.kafka.port import Producer
 from kstream.limits import Limiter
 from kstream.retry import NO_RETRY, Retry
+from kstream.runtime.gate import CommitGate
 from kstream.topology import KeyFunc, Node, Topology
 from kstream.trash import REASON_HOP_LIMIT, REASON_PARKED, TrashCodec, TrashEntry, failure_entry
 from kstream.types import Attempt, Record
@@ -91,6 +92,8 @@ class NodeProcessor:
         self._fast = (not node.is_async and not node.takes_context and batch is None and limiter is None
                       and self._plain is not None and hop_limit > 1 and self._parked is None)
         self.trashed = 0
+        self.gate = CommitGate()
+        """Waits of the sync path (retry backoff, rate limit) open it: the worker may commit meanwhile."""
 
     # -- the two entry points -------------------------------------------------------------
 
@@ -118,7 +121,8 @@ class NodeProcessor:
                 try:
                     payload = decode(msg.value())
                     if limiter is not None:
-                        limiter.acquire()
+                        with self.gate.waiting():
+                            limiter.acquire()
                     result = fn(payload, ctx) if ctx is not None else fn(payload)
                     planned = self._plan(msg, env, result, ctx)
                 except Exception as exc:  # noqa: BLE001  (every failure is the message's, not ours)
@@ -130,7 +134,9 @@ class NodeProcessor:
             failure = None
             if isinstance(outcome, bool):
                 return outcome
-            if self._stop.wait(outcome):
+            with self.gate.waiting():
+                stopped = self._stop.wait(outcome)
+            if stopped:
                 raise Abandoned(env.message_id) from None
 
     def _handle_plain(self, msg: Record) -> bool:

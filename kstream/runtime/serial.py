@@ -133,6 +133,9 @@ class Serial:
     def check(self) -> None:
         return None
 
+    def interrupt(self) -> None:
+        self._yield = True
+
     def close(self) -> None:
         self._lane.close()
 

@@ -69,4 +69,10 @@ class Strategy(Protocol):
         """Raise the fatal error a handler thread hit (e.g. the flood limit), if any."""
         ...
 
+    def interrupt(self) -> None:
+        """Called from ``keepalive`` when a commit is due: a blocking ``submit`` returns at the
+        next message boundary (with the rest of its batch), so the caller can commit; a
+        non-blocking strategy has nothing to do."""
+        ...
+
     def close(self) -> None: ...

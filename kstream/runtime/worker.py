@@ -173,10 +173,21 @@ class Worker:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
         self._pending.extend(self._consumer.consume(self._settings.batch_size, 0.2))
-        # A long batch still commits what it finished (at-least-once only: an exactly-once
-        # commit needs the lane idle, so it waits for the batch's end).
-        if self._txn is None and time.monotonic() - self._last_commit >= self._interval:
-            self._commit(asynchronous=True)
+        # A long batch still commits what it finished. Exactly-once needs the lane idle: the
+        # batch is cut at the next message (the loop commits and resubmits the rest), and a
+        # handler that only waits (retry backoff, rate limit) lets the commit in right away,
+        # so no transaction stays open much past the interval, however slow the node.
+        if time.monotonic() - self._last_commit >= self._interval:
+            if self._txn is None:
+                self._commit(asynchronous=True)
+            else:
+                self.strategy.interrupt()
+                gate = self.processor.gate
+                if gate.try_begin_commit():
+                    try:
+                        self._commit(asynchronous=True)
+                    finally:
+                        gate.end_commit()
         if self._stop.is_set():
             self.strategy.drain(self._settings.shutdown_timeout)
 
