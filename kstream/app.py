@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -38,14 +40,25 @@ def admin(settings: Settings, *, timeout: float = 10.0) -> KafkaAdmin:
     return KafkaAdmin(settings.bootstrap_servers, settings.kafka, timeout=timeout)
 
 
-def producer(settings: Settings) -> KafkaProducer:
-    return KafkaProducer(settings.bootstrap_servers, settings.kafka)
+def producer(settings: Settings, kafka: dict[str, str] | None = None) -> KafkaProducer:
+    return KafkaProducer(settings.bootstrap_servers, settings.kafka if kafka is None else kafka)
+
+
+def client_id(name: str) -> str:
+    """``client.id`` of a process's client: what it is for, where it runs (shows in broker logs,
+    quotas and ``kafka-consumer-groups --describe``)."""
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:40]
+    return f"{name}.{host}.{os.getpid()}"
+
+
+def _with_client_id(settings: Settings, name: str) -> dict[str, str]:
+    return {"client.id": client_id(name), **settings.kafka}  # a configured client.id wins
 
 
 def limiter(service: str, settings: Settings) -> GlobalRateLimiter:
     """The rate limiter of ``service`` (``settings.limits``), coordinated through Kafka."""
     def consumer(group: str) -> KafkaConsumer:
-        return KafkaConsumer(settings.bootstrap_servers, group, settings.kafka)
+        return KafkaConsumer(settings.bootstrap_servers, group, _with_client_id(settings, group))
 
     return GlobalRateLimiter(service, settings.limits[service], namespace=settings.namespace, consumer=consumer)
 
@@ -66,6 +79,7 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
             raise ConfigError(f"node {topology.name}.{name} has limit={node.limit!r} but settings define no limits.{node.limit}")
         limits[node.limit] = limiter(node.limit, settings)
     group = group_id(ns, topology.name, name)
+    kafka = _with_client_id(settings, group)
     exactly_once = topology.processing_of(node) == "exactly_once"
     # Exactly-once: a transactional producer per worker; a unique id, because fencing of a
     # zombie comes from the consumer group generation sent with the offsets (KIP-447).
@@ -73,9 +87,8 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
     # Before its first transaction the producer waits for leaders of every topic the topology
     # uses: an InitProducerId that aborts a predecessor's transaction while one of its
     # partitions has no leader would drop that partition's marker (a hanging transaction).
-    prod = (KafkaWorkerProducer(settings.bootstrap_servers, settings.kafka, txn_id,
-                                topics=[w.name for w in wanted(topology, settings)])
-            if exactly_once else producer(settings))
+    prod = (KafkaWorkerProducer(settings.bootstrap_servers, kafka, txn_id, topics=[w.name for w in wanted(topology, settings)])
+            if exactly_once else producer(settings, kafka))
     retry = retry_topic_of(topology, node.name, ns)
     batch = None
     if node.batch is not None:
@@ -91,7 +104,7 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
         hop_limit=settings.hop_limit, stop=stop, retry_topic=retry, batch=batch, parked=parked,
         limiter=limits.get(node.limit) if node.limit else None,
     )
-    consumer = KafkaConsumer(settings.bootstrap_servers, group, settings.kafka)
+    consumer = KafkaConsumer(settings.bootstrap_servers, group, kafka)
     topics = [node.input_topic(ns)] + ([retry] if retry else [])
     return Worker(processor, consumer, prod, topics=topics, settings=settings.runtime, stop=stop, retry_topic=retry,
                   transactions=prod if isinstance(prod, KafkaWorkerProducer) else None,

@@ -84,8 +84,10 @@ class RuntimeSettings(_Frozen):
     """Seconds between commits; each commit first waits for all outputs to be acknowledged."""
     transaction_interval: float = Field(default=0.1, gt=0)
     """Exactly-once nodes: seconds between transaction commits (amortises their fixed cost)."""
-    shutdown_timeout: float = Field(default=10.0, gt=0)
-    """How long a stopping worker lets the message in hand finish before abandoning it."""
+    shutdown_timeout: float = Field(default=20.0, gt=0)
+    """The budget of a clean stop (SIGTERM): the messages in hand finish (or are abandoned,
+    uncommitted), outputs are flushed, offsets committed, the groups left, all within it.
+    20 s: under Kubernetes' default 30 s grace period."""
     flood_share: float = Field(default=0.5, gt=0, le=1)
     """A node stops when more than this share of its recent messages went to the Trash..."""
     flood_window: int = Field(default=1000, ge=1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -79,11 +80,59 @@ def broker_error(exc: KafkaException | KafkaError, what: str) -> BrokerError:
 
 
 _LIBRDKAFKA_LOG = logging.getLogger("kstream.librdkafka")
+_EVENTS_LOG = logging.getLogger("kstream.kafka")
+_NUMBERS = re.compile(r"\d+")
+
+
+class _ClientLog:
+    """librdkafka's own log lines of one client, forwarded to the ``kstream.librdkafka`` logger,
+    each distinct line (numbers aside) at most once per ``every`` seconds: a broker that is down
+    for a minute otherwise logs a reconnect failure per broker thread every few hundred ms."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self._every = every
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        text = msg % args if args else msg
+        key = _NUMBERS.sub("#", text)
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -self._every) < self._every:
+                return
+            if len(self._last) > 1000:
+                self._last.clear()
+            self._last[key] = now
+        _LIBRDKAFKA_LOG.log(level, "%s", text)
+
+
+class _ErrorEvents:
+    """A client's error events (``error_cb``), logged once per change of state: each kind of
+    error once until the client works again (:meth:`ok`), which is logged too."""
+
+    def __init__(self, client_id: str) -> None:
+        self.client = client_id
+        self._seen: set[int] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, err: KafkaError) -> None:
+        with self._lock:
+            if err.code() in self._seen and not err.fatal():
+                return
+            self._seen.add(err.code())
+        _EVENTS_LOG.log(logging.ERROR if err.fatal() else logging.WARNING, "%s: %s", self.client, err.str())
+
+    def ok(self) -> None:
+        if self._seen:
+            with self._lock:
+                self._seen.clear()
+            _EVENTS_LOG.info("%s: working again", self.client)
 
 
 def _config(base: Mapping[str, str], settings: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, Any]:
     # librdkafka's own log lines go to Python logging, not straight to stderr.
-    conf: dict[str, Any] = {**base, **settings, **extra, "logger": _LIBRDKAFKA_LOG}
+    conf: dict[str, Any] = {**base, **settings, **extra, "logger": _ClientLog()}
     if conf.get("group.protocol") == "consumer":
         for name in _CLASSIC_ONLY:
             conf.pop(name, None)
@@ -104,7 +153,25 @@ class KafkaConsumer:
 
     def __init__(self, bootstrap: str, group: str, kafka: Mapping[str, str], **extra: str) -> None:
         conf = _config(CONSUMER_DEFAULTS, kafka, {"bootstrap.servers": bootstrap, "group.id": group, **extra})
+        self.events = _ErrorEvents(str(conf.get("client.id") or group))
+        conf["error_cb"] = self.events
+        conf["on_commit"] = self._on_commit
+        self._failed_commits: list[TopicPartition] = []
         self._consumer = confluent_kafka.Consumer(conf)
+
+    def _on_commit(self, err: KafkaError | None, parts: list[CkTopicPartition]) -> None:
+        # Served inside consume(), on the polling thread.
+        failed = [TopicPartition(p.topic, p.partition, p.offset) for p in parts
+                  if err is not None or p.error is not None]
+        if failed and (err is None or err.code() != KafkaError._NO_OFFSET):
+            why = err.str() if err is not None else next(p.error.str() for p in parts if p.error is not None)
+            _EVENTS_LOG.warning("%s: offset commit of %d partitions failed (%s); will retry", self.events.client,
+                                len(failed), why)
+            self._failed_commits += failed
+
+    def take_commit_failures(self) -> list[TopicPartition]:
+        failed, self._failed_commits = self._failed_commits, []
+        return failed
 
     def subscribe(self, topics: Sequence[str], on_assign: RebalanceCallback, on_revoke: RebalanceCallback,
                   on_lost: RebalanceCallback | None = None) -> None:
@@ -140,6 +207,7 @@ class KafkaConsumer:
         for m in messages:
             if m.error() is not None:
                 return [x for x in messages if not _error_event(x.error())]
+        self.events.ok()
         return cast(list[Record], messages)
 
     def pause(self, partitions: Sequence[TopicPartition]) -> None:
@@ -188,6 +256,7 @@ class KafkaProducer:
         conf["delivery.report.only.error"] = str(conf.get("delivery.report.only.error", "true")).lower() == "true"
         conf["on_delivery"] = self._on_delivery
         conf["error_cb"] = self._on_error
+        self._events = _ErrorEvents(str(conf.get("client.id") or conf.get("transactional.id") or "producer"))
         self._producer = confluent_kafka.Producer(conf)
         self._produce = self._producer.produce
 
@@ -197,6 +266,7 @@ class KafkaProducer:
                 self._errors.append(f"delivery to {msg.topic()} failed: {err.str()}")
 
     def _on_error(self, err: KafkaError) -> None:
+        self._events(err)
         if err.fatal():
             with self._lock:
                 self._errors.append(f"producer failed: {err.str()}")
@@ -220,7 +290,10 @@ class KafkaProducer:
         self._producer.poll(timeout)
 
     def flush(self, timeout: float) -> int:
-        return int(self._producer.flush(timeout))
+        left = int(self._producer.flush(timeout))
+        if not left:
+            self._events.ok()
+        return left
 
     def take_errors(self) -> list[str]:
         with self._lock:

@@ -298,6 +298,9 @@ class MemoryConsumer:
             stored = self._broker.groups[self._group_id].committed if self._group_id in self._broker.groups else {}
             return [TopicPartition(t, p, stored.get((t, p), _UNSET)) for t, p, _ in partitions]
 
+    def take_commit_failures(self) -> list[TopicPartition]:
+        return []  # commits here cannot fail
+
     def group_metadata(self) -> object:
         return (self._group_id, id(self._member))
 

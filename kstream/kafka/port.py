@@ -82,6 +82,11 @@ class Consumer(Protocol):
 
     def committed(self, partitions: Sequence[TopicPartition], timeout: float) -> list[TopicPartition]: ...
 
+    def take_commit_failures(self) -> list[TopicPartition]:
+        """Offsets whose (asynchronous) commit failed since the last call (already logged);
+        the caller commits them again."""
+        ...
+
     def group_metadata(self) -> object:
         """Opaque group metadata for :meth:`WorkerTransactions.commit` (zombie fencing)."""
         ...

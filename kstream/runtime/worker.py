@@ -44,6 +44,8 @@ from kstream.types import Record
 log = logging.getLogger("kstream.worker")
 
 FLUSH_TIMEOUT = 30.0
+CLOSE_MARGIN = 3.0
+"""Seconds of ``runtime.shutdown_timeout`` kept for closing the clients (leaving the groups)."""
 
 
 class State(enum.Enum):
@@ -87,6 +89,9 @@ class Worker:
         self.transactional_id = transactional_id
         """Exactly-once: the producer's id, which a replacement worker reuses (to fence this one)."""
         self._txn_done = False  # the transaction is aborted or in doubt: nothing more to abort
+        self.commit_failures = 0
+        self._stop_deadline: float | None = None
+        """Offset commits that failed (logged by the consumer) and were retried."""
         self._status = (StatusReporter(producer, status_topic, processor.topology, processor.node.name)
                         if status_topic is not None else None)
         self._last_commit = time.monotonic()
@@ -140,7 +145,7 @@ class Worker:
                 if now - self._last_commit >= self._interval:
                     self._commit(asynchronous=True)
             self.state = State.STOPPING
-            strategy.drain(self._settings.shutdown_timeout)
+            strategy.drain(self._drain_budget())
             strategy.check()
             if self._status is not None:
                 self._status.stop()  # the tombstone goes with the last commit
@@ -168,11 +173,8 @@ class Worker:
             self._producer.produce(self._topics[0], b"{}", b"", None)
 
     def _keepalive(self) -> None:
-        """Poll with every partition paused: the group sees us alive; nothing new is taken."""
-        if not self._paused:
-            self._consumer.pause(self._consumer.assignment())
-            self._paused = True
-        self._pending.extend(self._consumer.consume(self._settings.batch_size, 0.2))
+        """Called while a batch runs long: :meth:`_hold`, and commit what is due."""
+        self._hold()
         # A long batch still commits what it finished. Exactly-once needs the lane idle: the
         # batch is cut at the next message (the loop commits and resubmits the rest), and a
         # handler that only waits (retry backoff, rate limit) lets the commit in right away,
@@ -189,7 +191,19 @@ class Worker:
                     finally:
                         gate.end_commit()
         if self._stop.is_set():
-            self.strategy.drain(self._settings.shutdown_timeout)
+            self.strategy.drain(self._drain_budget())
+
+    def _drain_budget(self) -> float:
+        """Seconds the in-flight messages get to finish once a stop was asked for.
+
+        The whole stop (drain, flush, commit, leaving the groups) fits in
+        ``runtime.shutdown_timeout``: the drain gets 60 % of what is left of it, the flush and
+        the commit the rest, less a few seconds kept for closing the clients.
+        """
+        now = time.monotonic()
+        if self._stop_deadline is None:
+            self._stop_deadline = now + max(1.0, self._settings.shutdown_timeout - CLOSE_MARGIN)
+        return max(0.0, (self._stop_deadline - now) * 0.6)
 
     def _backpressure(self, full: bool) -> None:
         if full and not self._paused:
@@ -213,6 +227,9 @@ class Worker:
         if self._txn is not None:
             self._commit_transaction(self._txn)
             return
+        for tp in self._consumer.take_commit_failures():
+            self.commit_failures += 1
+            self._committed.pop((tp.topic, tp.partition), None)  # not done: committed again below
         wanted = self._owned if only is None else only & self._owned
         offsets = [
             TopicPartition(t, p, o) for (t, p), o in self.strategy.committable().items()
@@ -220,13 +237,47 @@ class Worker:
         ]
         if not offsets:
             return
-        left = self._producer.flush(FLUSH_TIMEOUT)
-        errors = self._delivery_errors()
-        if left or errors:
-            detail = errors[0] if errors else f"{left} outputs not acknowledged within {FLUSH_TIMEOUT:g} s"
-            raise DeliveryFailed(f"{self.name}: {detail}; offsets not committed", topic=self._topics[0])
+        self._flush()
         self._consumer.commit(offsets, asynchronous=asynchronous)
         self._committed.update(((t, p), o) for t, p, o in offsets)
+
+    def _flush(self) -> None:
+        """Wait until every output is acknowledged; raise :class:`DeliveryFailed` if one failed.
+
+        While the cluster is away (a broker restart, a network cut) the worker takes no new
+        input but keeps polling, so it stays in its group, and keeps its uncommitted window;
+        librdkafka reconnects and delivers. Only past ``runtime.broker_outage_timeout`` does it
+        give up (the records' own ``message.timeout.ms``, 5 min by default, fails them too).
+        """
+        started = time.monotonic()
+        deadline = started + self._settings.broker_outage_timeout
+        if self._stop_deadline is not None:  # stopping: what is not acknowledged by then is redelivered
+            deadline = min(deadline, self._stop_deadline)
+        warned = False
+        while (left := self._producer.flush(1.0)) > 0:
+            now = time.monotonic()
+            if now > deadline:
+                why = ("the shutdown budget (runtime.shutdown_timeout)" if self._stop_deadline is not None
+                       else f"{self._settings.broker_outage_timeout:g} s (runtime.broker_outage_timeout)")
+                raise DeliveryFailed(f"{self.name}: {left} outputs not acknowledged within {why}; "
+                                     "offsets not committed", topic=self._topics[0])
+            if not warned and now - started > 5.0:
+                log.warning("%s: %d outputs wait for the cluster; no new input until they are acknowledged "
+                            "(waiting up to %g s)", self.name, left, self._settings.broker_outage_timeout)
+                warned = True
+            self._hold()
+        if warned:
+            log.warning("%s: outputs acknowledged after %.0f s; going on", self.name, time.monotonic() - started)
+        errors = self._delivery_errors()
+        if errors:
+            raise DeliveryFailed(f"{self.name}: {errors[0]}; offsets not committed", topic=self._topics[0])
+
+    def _hold(self) -> None:
+        """Poll with every partition paused: the group sees us alive; nothing new is taken."""
+        if not self._paused:
+            self._consumer.pause(self._consumer.assignment())
+            self._paused = True
+        self._pending.extend(self._consumer.consume(self._settings.batch_size, 0.2))
 
     def _commit_transaction(self, txn: WorkerTransactions) -> None:
         self.strategy.quiesce(self._settings.shutdown_timeout)
@@ -240,7 +291,10 @@ class Worker:
             status = self._status is not None and self._status.written
             if offsets or status:
                 try:
-                    txn.commit(offsets, self._consumer.group_metadata(), FLUSH_TIMEOUT)
+                    timeout = FLUSH_TIMEOUT
+                    if self._stop_deadline is not None:
+                        timeout = max(1.0, min(timeout, self._stop_deadline - time.monotonic()))
+                    txn.commit(offsets, self._consumer.group_metadata(), timeout)
                 except TransactionInDoubt:
                     self._txn_done = True
                     txn.discard()
