@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -17,6 +17,7 @@ import pytest
 from kstream.config import RuntimeSettings
 from kstream.errors import TrashFlood
 from kstream.kafka.memory import MemoryBroker, MemoryConsumer, MemoryProducer
+from kstream.kafka.port import TopicPartition
 from kstream.runtime.concurrent import Concurrent
 from kstream.runtime.offsets import PartitionOffsets
 from kstream.runtime.processor import NodeProcessor
@@ -268,3 +269,46 @@ def test_partition_offsets_with_gaps_commit_past_the_highest_finished() -> None:
     assert o.committable() == 21
     o.start(21)
     assert o.committable() == 21
+
+
+class FlakyCommits(MemoryConsumer):
+    """Its first ``failures`` asynchronous commits fail (nothing stored), as a broker may refuse them."""
+
+    def __init__(self, broker: MemoryBroker, group: str, failures: int) -> None:
+        super().__init__(broker, group)
+        self.failures = failures
+        self._failed: list[TopicPartition] = []
+
+    def commit(self, offsets: Sequence[TopicPartition], *, asynchronous: bool) -> None:
+        if asynchronous and self.failures > 0:
+            self.failures -= 1
+            self._failed += offsets
+            return
+        super().commit(offsets, asynchronous=asynchronous)
+
+    def take_commit_failures(self) -> list[TopicPartition]:
+        failed, self._failed = self._failed, []
+        return failed
+
+
+def test_a_failed_offset_commit_is_counted_and_retried_never_marked_done(broker: MemoryBroker) -> None:
+    # Given a worker whose first two offset commits fail
+    produce(broker, 20)
+    t = Topology("shop")
+    t.node("n", source=SRC, to=OUT)(lambda v: v)
+    stop = threading.Event()
+    producer = MemoryProducer(broker)
+    processor = NodeProcessor(t, t.get("n"), namespace="ns", producer=producer, trash_topic=TRASH, hop_limit=100,
+                              stop=stop)
+    consumer = FlakyCommits(broker, GROUP, failures=2)
+    worker = Worker(processor, consumer, producer, topics=[SRC], settings=RuntimeSettings(commit_interval=0.01),
+                    stop=stop)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    # When everything is processed and no new message comes
+    wait_until(lambda: worker.processed == 20, "all processed")
+    # Then the offsets are committed anyway (the failed commits were retried), and counted
+    wait_until(lambda: broker.committed(GROUP) == ends(broker), "everything committed after the failures")
+    assert worker.commit_failures >= 1
+    stop.set()
+    thread.join(5)
