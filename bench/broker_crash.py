@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--records", type=int, default=30_000)
     ap.add_argument("--down", type=float, default=5.0, help="seconds the broker stays down")
     ap.add_argument("--allow-dirty", action="store_true", help="run on a modified tree (marked in the results)")
+    ap.add_argument("--name", default="broker_crash", help="results file name (bench/results/NAME.json)")
+    ap.add_argument("--label", default="", help="what this run measures, kept in the results (e.g. a baseline)")
     args = ap.parse_args(argv)
     dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=REPO, check=False).stdout
     if dirty.strip() and not args.allow_dirty:
@@ -46,18 +48,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {i + 1}/{args.rounds}: {'ok' if outcome.ok else 'FAILED'} {outcome.as_dict()}", flush=True)
             if not outcome.ok:
                 log = Path(tmp) / "worker.log"
-                keep = REPO / "bench" / "results" / "logs" / f"broker_crash-round{i + 1}.log"
+                keep = REPO / "bench" / "results" / "logs" / f"{args.name}-round{i + 1}.log"
                 keep.parent.mkdir(parents=True, exist_ok=True)
                 keep.write_text(log.read_text()[-200_000:] if log.exists() else "")
     ok = sum(1 for r in rounds if r["ok"])
     data = {
-        "benchmark": "broker_crash", "dirty_tree": bool(dirty.strip()), "versions": versions(),
+        "benchmark": "broker_crash", "label": args.label, "dirty_tree": bool(dirty.strip()),
+        "dirty_files": dirty.split("\n") if dirty.strip() else [], "versions": versions(),
         "before": started, "after": {"machine": machine()},
         "params": {"rounds": args.rounds, "records": args.records, "down_s": args.down, "partitions": 6},
         "rounds": rounds, "rounds_ok": ok,
         "verdict": "met" if ok == args.rounds else f"not met: {args.rounds - ok} of {args.rounds} rounds broke an invariant",
     }
-    path = write_json("broker_crash", data)
+    path = write_json(args.name, data)
     print(f"{ok}/{args.rounds} rounds kept every invariant -> {path}")
     return 0 if ok == args.rounds else 1
 
