@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "kstream.retry": 1,
     "kstream.context": 1,
     "kstream.schemas": 1,
+    "kstream.avro": 1,
     # 2: the broker port and its adapters
     "kstream.kafka": 2,
     # 3: what is declared and stored (batch and limits: design.md s.8 / style.md, not written yet)
@@ -45,6 +46,7 @@ LAYERS: dict[str, int] = {
     "kstream.batch": 3,
     "kstream.limits": 3,
     "kstream.dev": 3,
+    "kstream.avro_topics": 3,
     # 4: the processing runtime
     "kstream.runtime": 4,
     # 5: the composition root
@@ -55,7 +57,8 @@ LAYERS: dict[str, int] = {
 
 # Third-party clients each live behind one module (or folder).
 ONLY_IN: dict[str, tuple[str, ...]] = {
-    "confluent_kafka": ("kstream.kafka.confluent",),
+    # The registry client ships in confluent-kafka too; its adapter sits next to the Kafka one.
+    "confluent_kafka": ("kstream.kafka.confluent", "kstream.kafka.registry"),
     "fastavro": ("kstream.codecs",),
     "orjson": ("kstream.codecs",),
     "click": ("kstream.cli",),
