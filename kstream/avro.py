@@ -20,7 +20,8 @@ a nested model         a nested ``record`` (named once, referenced by name after
 =====================  ==========================================================
 
 A field with a default keeps it in the schema: that is what makes adding an optional field a
-compatible change. The record is named after the class; a class attribute
+compatible change. The record is named after the class, or its ``model_config`` ``title`` (so
+that ``OrderV1`` and ``OrderV2`` can both be the record ``Order``); a class attribute
 ``__avro_namespace__`` sets its namespace.
 """
 
@@ -76,10 +77,6 @@ class AvroSpec:
             return value
         raise TypeError(f"an Avro output must be a pydantic model or a dict, not {type(value).__name__}")
 
-    def from_record(self, record: dict[str, Any]) -> Any:
-        """A decoded record as the handler wants it: the model (validated) or the dict."""
-        return record if self.model is None else self.model.model_validate(record)
-
 
 def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The Avro record schema of a pydantic model (see the module docstring for the mapping)."""
@@ -128,7 +125,7 @@ def _is_model(value: object) -> bool:
 
 
 def _record(model: type[BaseModel], named: set[str]) -> dict[str, Any]:
-    named.add(model.__name__)
+    named.add(_name(model))
     fields = []
     for name, info in model.model_fields.items():
         avro_type = _type(info.annotation, named, where=f"{model.__name__}.{name}")
@@ -144,13 +141,18 @@ def _record(model: type[BaseModel], named: set[str]) -> dict[str, Any]:
         elif info.default_factory is not None:
             field["default"] = _json_default(info.default_factory())  # type: ignore[call-arg]
         fields.append(field)
-    schema: dict[str, Any] = {"type": "record", "name": model.__name__, "fields": fields}
+    schema: dict[str, Any] = {"type": "record", "name": _name(model), "fields": fields}
     namespace = getattr(model, "__avro_namespace__", None)
     if namespace:
         schema["namespace"] = namespace
     if model.__doc__ and model.__doc__ is not BaseModel.__doc__:
         schema["doc"] = " ".join(model.__doc__.split())
     return schema
+
+
+def _name(model: type[BaseModel]) -> str:
+    """The record name: the model's ``title`` if set (keeps one name across versions), else its class name."""
+    return str(model.model_config.get("title") or model.__name__)
 
 
 def _type(annotation: Any, named: set[str], *, where: str) -> Any:
@@ -173,7 +175,7 @@ def _type(annotation: Any, named: set[str], *, where: str) -> Any:
     if origin is Literal and all(isinstance(a, str) for a in args):
         return "string"
     if _is_model(annotation):
-        return annotation.__name__ if annotation.__name__ in named else _record(annotation, named)
+        return _name(annotation) if _name(annotation) in named else _record(annotation, named)
     if annotation in _PRIMITIVES:
         return _PRIMITIVES[annotation]
     raise DeclarationError(f"{where}: {annotation!r} has no Avro mapping (use str, int, float, bool, bytes, "

@@ -72,11 +72,14 @@ def _registry_settings(settings: Settings) -> RegistrySettings:
 
 
 def with_avro_decoder(node: Node, namespace: str, registry: SchemaRegistry) -> Node:
-    """``node`` decoding its Avro input into its payload annotation (a model, else the dict)."""
+    """``node`` decoding its Avro input (resolved to its schema, whatever the writer's version)
+    into its payload annotation if that is a model, else the ``avro=`` model, else a dict."""
     if node.avro is None:
         return node
     read = registry.deserializer(node.input_topic(namespace), node.avro.text())
-    model = node.payload_type if isinstance(node.payload_type, type) and issubclass(node.payload_type, BaseModel) else None
+    annotated = node.payload_type
+    model = annotated if isinstance(annotated, type) and issubclass(annotated, BaseModel) and annotated is not BaseModel \
+        else node.avro.model
 
     def decode(data: bytes | None) -> Any:
         record = read(data)
@@ -126,9 +129,9 @@ def json_to_avro(topology: Topology, node: Node, settings: Settings, value: byte
     by the node's decoder (:class:`DecodeError`), then encoded with the input topic's schema."""
     assert node.avro is not None
     payload = node.decode(value)
-    encode = _encoder(topology, node.input_topic(settings.namespace), node.avro, _registry_settings(settings),
-                      registry_of(settings))
-    return encode(payload)
+    with registry_of(settings) as registry:
+        encode = _encoder(topology, node.input_topic(settings.namespace), node.avro, _registry_settings(settings), registry)
+        return encode(payload)
 
 
 def avro_as_json(settings: Settings, data: bytes | None) -> str | None:
@@ -137,7 +140,8 @@ def avro_as_json(settings: Settings, data: bytes | None) -> str | None:
     if schema_id(data) is None or settings.schema_registry is None:
         return None
     try:
-        record = registry_of(settings).deserializer("", None)(data)
+        with registry_of(settings) as registry:
+            record = registry.deserializer("", None)(data)
     except KstreamError:
         return None
     return json.dumps(record, indent=2, ensure_ascii=False, default=str)

@@ -11,6 +11,7 @@ from kstream.avro_topics import SchemaAction, apply, avro_topics, plan, registry
 from kstream.cli.common import Options, app_argument, pass_options, topology_of
 from kstream.config import Settings
 from kstream.errors import NotFound
+from kstream.kafka.registry import SchemaRegistry
 from kstream.topology import Topology
 
 
@@ -68,7 +69,11 @@ def check_and_apply(topology: Topology, settings: Settings, *, dry_run: bool) ->
     if not avro_topics(topology, settings.namespace):
         click.echo(f"topology {topology.name} has no Avro topics")
         return
-    registry = registry_of(settings)
+    with registry_of(settings) as registry:
+        _check_and_apply(topology, settings, registry, dry_run=dry_run)
+
+
+def _check_and_apply(topology: Topology, settings: Settings, registry: SchemaRegistry, *, dry_run: bool) -> None:
     changes = plan(topology, settings, registry)
     refused = [line for c in changes for line in c.problems]
     for change in changes:

@@ -74,30 +74,17 @@ class LocalRegistry:
         runner = self.cache / RUNNER
         if runner.is_file():
             return runner
-        require_tools()
-        self.cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".apicurio-", dir=self.cache.parent))
-        try:
-            mvn = subprocess.run(
-                ["mvn", "-B", "-q", "-f", str(POM), "dependency:copy-dependencies",
-                 f"-DoutputDirectory={tmp / 'download'}", "-DincludeScope=runtime"],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            if mvn.returncode != 0:
-                lines = (mvn.stdout + mvn.stderr).splitlines()
-                why = next((ln for ln in lines if ln.startswith("[ERROR]")), _last_line(lines))
-                raise LocalBrokerError(f"Maven could not fetch Apicurio Registry: {why}")
-            archive = next((tmp / "download").glob("*.tar.gz"))
+        with maven_copy(POM, self.cache.parent, what="Apicurio Registry") as download:
+            archive = next(download.glob("*.tar.gz"))
+            unpacked = download.parent / "app"
             with tarfile.open(archive) as tar:
-                tar.extractall(tmp / "app", filter="data")
+                tar.extractall(unpacked, filter="data")
             try:
-                (tmp / "app").rename(self.cache)
+                unpacked.rename(self.cache)
             except OSError:
                 if not runner.is_file():
                     raise
                 # Another process unpacked the same archive first.
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return runner
 
     def status(self) -> RegistryInfo | None:
@@ -190,6 +177,29 @@ class LocalRegistry:
         with open(self.workdir / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
+
+
+@contextlib.contextmanager
+def maven_copy(pom: Path, near: Path, *, what: str) -> Iterator[Path]:
+    """Resolve ``pom``'s dependencies with Maven into a temporary folder inside ``near`` (so the
+    caller can rename what it builds there into place: a concurrent or interrupted fetch never
+    leaves half a cache behind); the folder is removed afterwards."""
+    require_tools()
+    near.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=near))
+    try:
+        mvn = subprocess.run(
+            ["mvn", "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
+             f"-DoutputDirectory={tmp / 'download'}", "-DincludeScope=runtime"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if mvn.returncode != 0:
+            lines = (mvn.stdout + mvn.stderr).splitlines()
+            why = next((ln for ln in lines if ln.startswith("[ERROR]")), _last_line(lines))
+            raise LocalBrokerError(f"Maven could not fetch {what}: {why}")
+        yield tmp / "download"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _answers(port: int) -> bool:

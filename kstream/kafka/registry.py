@@ -17,6 +17,7 @@ a registry that does not answer raises :class:`RegistryError` (retryable).
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,20 @@ class SchemaRegistry:
         self.url = url
         self.strategy: SubjectStrategy = strategy
         self._client = SchemaRegistryClient(conf)
+        # Workers keep their codecs (which hold this object) as long as they live and have no
+        # close hook: close the HTTP connections when this is collected, not in a socket's
+        # finalizer (a ResourceWarning).
+        self._closer = weakref.finalize(self, self._client.close)
+
+    def close(self) -> None:
+        """Close the HTTP connections (also done when the client is garbage collected)."""
+        self._closer()
+
+    def __enter__(self) -> SchemaRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def subject(self, topic: str, record_name: str) -> str:
         return subject_name(self.strategy, topic, record_name)
@@ -83,13 +98,10 @@ class SchemaRegistry:
         ctx = SerializationContext(topic, MessageField.VALUE)
 
         def encode(record: dict[str, Any]) -> bytes:
-            try:
-                data: bytes = serialize(record, ctx)
-            except Exception as exc:  # noqa: BLE001  (mapped to kstream's tree, one place)
-                raise _mapped(exc, f"cannot encode a record for {topic} as Avro") from None
+            data: bytes = self._call(serialize, record, ctx, f"cannot encode a record for {topic} as Avro")
             return data
 
-        return encode
+        return encode  # it holds self: the client stays open while a worker keeps its codecs
 
     def deserializer(self, topic: str, reader_schema: str | None) -> Callable[[bytes | None], dict[str, Any]]:
         """Decodes wire-format values of ``topic``, resolved to ``reader_schema`` (None: the writer's)."""
@@ -105,15 +117,18 @@ class SchemaRegistry:
             if schema_id(data) is None:
                 raise DecodeError("payload is not Avro in the schema registry's wire format (no magic byte 0)",
                                   reason="decode")
-            try:
-                record = deserialize(data, ctx)
-            except Exception as exc:  # noqa: BLE001
-                raise _mapped(exc, f"cannot decode Avro (schema id {schema_id(data)})") from None
+            record = self._call(deserialize, data, ctx, f"cannot decode Avro (schema id {schema_id(data)})")
             if not isinstance(record, dict):
                 raise DecodeError("Avro payload is not a record", reason="decode")
             return record
 
         return decode
+
+    def _call(self, serde: Callable[[Any, Any], Any], value: Any, ctx: Any, what: str) -> Any:
+        try:
+            return serde(value, ctx)
+        except Exception as exc:  # noqa: BLE001  (mapped to kstream's tree, in one place)
+            raise _mapped(exc, what) from None
 
     # -- subjects ---------------------------------------------------------------------------
 
