@@ -49,8 +49,10 @@ LAYERS: dict[str, int] = {
     "kstream.avro_topics": 3,
     # 4: the processing runtime
     "kstream.runtime": 4,
-    # 5: the composition root
+    # 5: the composition root, and the test driver (a composition root on the in-memory broker)
     "kstream.app": 5,
+    "kstream.testing": 5,
+    "kstream.testing.memory": 2,  # the in-memory adapter of the broker port
     # 6: the CLI
     "kstream.cli": 6,
 }
