@@ -47,6 +47,7 @@ LAYERS: dict[str, int] = {
     "kstream.limits": 3,
     "kstream.dev": 3,
     "kstream.avro_topics": 3,
+    "kstream.faust_agent": 3,
     # 4: the processing runtime
     "kstream.runtime": 4,
     # 5: the composition root, and the test driver (a composition root on the in-memory broker)
