@@ -12,23 +12,29 @@ counts as ours only if it runs this cache's runner jar with this workdir's port 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import json
 import os
-import shutil
-import subprocess
 import tarfile
-import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import TypedDict, cast
 
-from kstream.dev.broker import _alive, _bind, _cmdline, _free_port, _last_line, _terminate, require_tools
+from kstream.dev.broker import (
+    _alive,
+    _bind,
+    _cmdline,
+    _free_port,
+    _last_line,
+    _terminate,
+    locked,
+    maven_copy,
+    move_into_place,
+    read_state,
+    require_tools,
+    write_state,
+)
 from kstream.errors import LocalBrokerError
 
 POM = Path(__file__).parent / "registry" / "pom.xml"
@@ -79,12 +85,7 @@ class LocalRegistry:
             unpacked = download.parent / "app"
             with tarfile.open(archive) as tar:
                 tar.extractall(unpacked, filter="data")
-            try:
-                unpacked.rename(self.cache)
-            except OSError:
-                if not runner.is_file():
-                    raise
-                # Another process unpacked the same archive first.
+            move_into_place(unpacked, self.cache)
         return runner
 
     def status(self) -> RegistryInfo | None:
@@ -101,7 +102,7 @@ class LocalRegistry:
         ``port`` None means the previous run's port, else 8081, else any free port.
         ``timeout`` covers the startup, not the first download.
         """
-        with self._locked():
+        with locked(self.workdir):
             running = self.status()
             if running is not None:
                 return running, False
@@ -131,7 +132,7 @@ class LocalRegistry:
 
     def stop(self, *, timeout: float = 30.0) -> bool:
         """SIGTERM the registry (SIGKILL after ``timeout``); False if it was not running."""
-        with self._locked():
+        with locked(self.workdir):
             state = self._read_state()
             pid = state.get("pid")
             running = pid is not None and self._is_ours(pid, state.get("port", 0))
@@ -160,47 +161,10 @@ class LocalRegistry:
             and f"-Dquarkus.http.port={port}" in cmdline
 
     def _read_state(self) -> _State:
-        try:
-            loaded: _State = json.loads(self._state_path.read_text())
-        except (FileNotFoundError, ValueError):
-            return {}
-        return loaded
+        return cast(_State, read_state(self._state_path))
 
     def _write_state(self, state: _State) -> None:
-        tmp = self._state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        tmp.replace(self._state_path)
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with open(self.workdir / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
-
-
-@contextlib.contextmanager
-def maven_copy(pom: Path, near: Path, *, what: str) -> Iterator[Path]:
-    """Resolve ``pom``'s dependencies with Maven into a temporary folder inside ``near`` (so the
-    caller can rename what it builds there into place: a concurrent or interrupted fetch never
-    leaves half a cache behind); the folder is removed afterwards."""
-    require_tools()
-    near.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=near))
-    try:
-        mvn = subprocess.run(
-            ["mvn", "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-             f"-DoutputDirectory={tmp / 'download'}", "-DincludeScope=runtime"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if mvn.returncode != 0:
-            lines = (mvn.stdout + mvn.stderr).splitlines()
-            why = next((ln for ln in lines if ln.startswith("[ERROR]")), _last_line(lines))
-            raise LocalBrokerError(f"Maven could not fetch {what}: {why}")
-        yield tmp / "download"
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
+        write_state(self._state_path, state)
 
 def _answers(port: int) -> bool:
     """Whether the Confluent-compatible API answers (the HTTP port opens before it is ready)."""

@@ -20,13 +20,14 @@ import json
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from kstream.config import SubjectStrategy
 from kstream.errors import ConfigError, DecodeError, EncodeError, RegistryError
 
 MAGIC = 0
 _NOT_FOUND = {40401, 40402, 40403, 40408}
+_T = TypeVar("_T")
 
 
 def subject_name(strategy: SubjectStrategy, topic: str, record_name: str) -> str:
@@ -134,67 +135,53 @@ class SchemaRegistry:
 
     def latest(self, subject: str) -> Registered | None:
         """The latest version of ``subject``, or None when it has none."""
-        try:
-            found = self._client.get_latest_version(subject)
-        except Exception as exc:  # noqa: BLE001
-            if getattr(exc, "error_code", None) in _NOT_FOUND:
-                return None
-            raise _mapped(exc, f"cannot read subject {subject}") from None
+        found = self._ask(lambda: self._client.get_latest_version(subject), f"cannot read subject {subject}")
+        if found is None:
+            return None
         return Registered(subject, found.version or 0, found.schema_id or 0, json.loads(found.schema.schema_str or "{}"))
 
     def lookup(self, subject: str, schema: str) -> int | None:
         """The id under which ``schema`` is registered in ``subject``, or None."""
-        from confluent_kafka.schema_registry import Schema
-
-        try:
-            found = self._client.lookup_schema(subject, Schema(schema, "AVRO")).schema_id
-        except Exception as exc:  # noqa: BLE001
-            if getattr(exc, "error_code", None) in _NOT_FOUND:
-                return None
-            raise _mapped(exc, f"cannot look up the schema in subject {subject}") from None
-        return found
+        found = self._ask(lambda: self._client.lookup_schema(subject, _avro(schema)),
+                          f"cannot look up the schema in subject {subject}")
+        return None if found is None else found.schema_id
 
     def compatibility(self, subject: str) -> str | None:
         """The subject's compatibility mode, or None when it sets none."""
-        try:
-            level = self._client.get_compatibility(subject)
-        except Exception as exc:  # noqa: BLE001
-            if getattr(exc, "error_code", None) in _NOT_FOUND:
-                return None
-            raise _mapped(exc, f"cannot read the compatibility of {subject}") from None
+        level = self._ask(lambda: self._client.get_compatibility(subject), f"cannot read the compatibility of {subject}")
         return str(level) if level else None
 
     def set_compatibility(self, subject: str, level: str) -> None:
-        try:
-            self._client.set_compatibility(subject, level)
-        except Exception as exc:  # noqa: BLE001
-            raise _mapped(exc, f"cannot set the compatibility of {subject}") from None
+        self._ask(lambda: self._client.set_compatibility(subject, level), f"cannot set the compatibility of {subject}",
+                  missing_ok=False)
 
     def is_compatible(self, subject: str, schema: str) -> bool:
         """Whether the registry accepts ``schema`` as the next version of ``subject``."""
-        from confluent_kafka.schema_registry import Schema
-
-        try:
-            return bool(self._client.test_compatibility(subject, Schema(schema, "AVRO")))
-        except Exception as exc:  # noqa: BLE001
-            raise _mapped(exc, f"cannot check the compatibility of {subject}") from None
+        return bool(self._ask(lambda: self._client.test_compatibility(subject, _avro(schema)),
+                              f"cannot check the compatibility of {subject}", missing_ok=False))
 
     def register(self, subject: str, schema: str) -> int:
         """Register ``schema`` in ``subject`` (idempotent); its id. Refused: :class:`RegistryError`."""
-        from confluent_kafka.schema_registry import Schema
+        sid = self._ask(lambda: self._client.register_schema(subject, _avro(schema)),
+                        f"registering in {subject} was refused", missing_ok=False)
+        if sid is None:
+            raise RegistryError(f"registering in {subject}: the registry returned no id")
+        return int(sid)
 
+    def _ask(self, call: Callable[[], _T], what: str, *, missing_ok: bool = True) -> _T | None:
+        """``call()``, its errors mapped; None for "not found" when ``missing_ok``."""
         try:
-            return int(self._client.register_schema(subject, Schema(schema, "AVRO")))
-        except Exception as exc:  # noqa: BLE001
-            raise _mapped(exc, f"registering in {subject} was refused") from None
+            return call()
+        except Exception as exc:  # noqa: BLE001  (mapped to kstream's tree, in one place)
+            if missing_ok and getattr(exc, "error_code", None) in _NOT_FOUND:
+                return None
+            raise _mapped(exc, what) from None
 
-    def schema_by_id(self, sid: int) -> dict[str, Any]:
-        try:
-            found = self._client.get_schema(sid)
-        except Exception as exc:  # noqa: BLE001
-            raise _mapped(exc, f"cannot read schema id {sid}") from None
-        loaded: dict[str, Any] = json.loads(found.schema_str or "{}")
-        return loaded
+
+def _avro(schema: str) -> Any:
+    from confluent_kafka.schema_registry import Schema
+
+    return Schema(schema, "AVRO")
 
 
 def _mapped(exc: Exception, what: str) -> Exception:

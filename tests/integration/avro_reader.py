@@ -15,7 +15,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from kstream.dev.registry import CCOMPAT, maven_copy
+from kstream.dev.broker import maven_copy, move_into_place
+from kstream.dev.registry import CCOMPAT
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "avro-reader"
 
@@ -26,11 +27,7 @@ def _libs() -> Path:
     libs = cache / f"avro-reader-{hashlib.sha1(pom.read_bytes(), usedforsecurity=False).hexdigest()[:12]}"
     if not libs.is_dir():
         with maven_copy(pom, cache, what="the Avro reader's jars") as download:
-            try:
-                download.rename(libs)
-            except OSError:
-                if not libs.is_dir():
-                    raise
+            move_into_place(download, libs)
     return libs
 
 
