@@ -67,19 +67,24 @@ def test_avro_nodes_write_the_registry_wire_format_that_a_java_consumer_reads(av
     # When JSON orders come in
     produce(avro_settings.bootstrap_servers, src, [(f"k{i}", {"id": i, "qty": i, "price": 30.0}) for i in range(1, 5)])
     with running(topology, avro_settings):
-        records = consume(avro_settings.bootstrap_servers, dst, count=4)
+        # And one more straight into the Avro node, as JSON that `kstream start` encodes
+        code, out, err = _cli(avro_settings, "start", APP, "score", "--payload", '{"id": "s", "qty": 10, "price": 1.5}',
+                              env=env)
+        assert code == 0, err
+        records = consume(avro_settings.bootstrap_servers, dst, count=5)
     # Then the node between them and the output topic hold Confluent wire format, whose schema
     # id is the registered one, and a Java consumer decodes the output through the registry
     registry = registry_of(avro_settings)
     latest = registry.latest(f"{dst}-value")
     assert latest is not None and latest.schema["name"] == "Scored"
     assert {schema_id(m.value()) for m in records} == {latest.id}
-    between = consume(avro_settings.bootstrap_servers, f"{avro_settings.namespace}.avro.score", count=4)
-    assert all(schema_id(m.value()) is not None for m in between)
-    decoded = _read_with_java(avro_settings, dst, 4)
+    between = consume(avro_settings.bootstrap_servers, f"{avro_settings.namespace}.avro.score", count=5)
+    assert len(between) == 5 and all(schema_id(m.value()) is not None for m in between)
+    decoded = _read_with_java(avro_settings, dst, 5)
     assert sorted(decoded, key=lambda r: r["id"]) == [
         {"id": "1", "total": 30.0, "big": False}, {"id": "2", "total": 60.0, "big": False},
         {"id": "3", "total": 90.0, "big": False}, {"id": "4", "total": 120.0, "big": True},
+        {"id": "s", "total": 15.0, "big": False},
     ]
 
 

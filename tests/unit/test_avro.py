@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import fastavro
 import pytest
@@ -90,3 +90,26 @@ def test_changes_lists_each_incompatible_change_for_the_mode() -> None:
                      "field 'region' is in one version only and has no default: the new schema cannot read old records"]
     assert changes(old, {**old, "fields": old["fields"][:1]}, "FORWARD") == [
         "field 'qty' is in one version only and has no default: readers with the old schema cannot read new records"]
+
+
+def test_subject_names_follow_the_configured_strategy() -> None:
+    from kstream.kafka.registry import subject_name
+
+    assert subject_name("topic", "ns.t.n", "shop.Order") == "ns.t.n-value"
+    assert subject_name("record", "ns.t.n", "shop.Order") == "shop.Order"
+    assert subject_name("topic_record", "ns.t.n", "shop.Order") == "ns.t.n-shop.Order"
+
+
+def test_registry_settings_come_from_the_file_and_the_environment(tmp_path: Any) -> None:
+    from kstream.config import load_settings
+
+    path = tmp_path / "k.toml"
+    path.write_text('[schema_registry]\nurl = "http://file"\nsubject_strategy = "record"\n')
+    settings = load_settings(path, environ={"KSTREAM_SCHEMA_REGISTRY_URL": "http://env",
+                                            "KSTREAM_SCHEMA_REGISTRY_PASSWORD": "s3cret"})
+    registry = settings.schema_registry
+    assert registry is not None
+    assert (registry.url, registry.subject_strategy, registry.compatibility) == ("http://env", "record", "BACKWARD")
+    assert registry.password is not None and registry.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+    assert load_settings(environ={}).schema_registry is None
