@@ -212,3 +212,22 @@ def test_a_new_optional_field_works_both_ways_and_an_incompatible_change_is_refu
     assert code == 1 and "nothing registered" in err
     latest = registry.latest(subject)
     assert latest is not None and latest.version == 2
+
+
+def test_a_registry_that_does_not_answer_is_a_retryable_error_not_bad_data() -> None:
+    import socket
+
+    from kstream.errors import DecodeError, RegistryError
+    from kstream.kafka.registry import SchemaRegistry
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with SchemaRegistry(url, timeout=2.0) as registry:
+        decode = registry.deserializer("t", None)
+        with pytest.raises(RegistryError) as caught:
+            decode(b"\x00\x00\x00\x00\x07\x02a")
+        assert caught.value.retryable and not isinstance(caught.value, DecodeError)
+        with pytest.raises(DecodeError) as bad:
+            decode(b'{"id": 1}')
+        assert bad.value.reason == "decode"
