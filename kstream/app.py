@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from kstream.avro_topics import encoders, registry_of, with_avro_decoder
 from kstream.batch import BatchRunner, read_cursor_changes
 from kstream.config import Settings
 from kstream.errors import BrokerError, ConfigError, KstreamError
@@ -99,8 +100,13 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
     if node.on_failure == "park_key":
         parked = blocking_keys(KafkaTopicReader(settings.bootstrap_servers, settings.kafka), settings.trash_topic,
                                topology=topology.name, node=name)
+    schema_encoders = None
+    if any(n.avro is not None or n.to_avro is not None for n in topology.nodes.values()):
+        registry = registry_of(settings)
+        node = with_avro_decoder(node, ns, registry)
+        schema_encoders = encoders(topology, node, settings, registry)
     processor = NodeProcessor(
-        topology, node, namespace=ns, producer=prod, trash_topic=settings.trash_topic,
+        topology, node, namespace=ns, encoders=schema_encoders, producer=prod, trash_topic=settings.trash_topic,
         hop_limit=settings.hop_limit, stop=stop, retry_topic=retry, batch=batch, parked=parked,
         limiter=limits.get(node.limit) if node.limit else None,
     )

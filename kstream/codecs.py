@@ -65,12 +65,13 @@ def _model_decoder(model: type[BaseModel]) -> Decoder:
             return validate(data)
         except ValidationError as exc:
             reason = "decode" if any(e["type"] == "json_invalid" for e in exc.errors()) else "validation"
-            raise DecodeError(_one_line(exc, model), reason=reason) from None
+            raise DecodeError(validation_message(exc, model), reason=reason) from None
 
     return decode
 
 
-def _one_line(exc: ValidationError, model: type[BaseModel]) -> str:
+def validation_message(exc: ValidationError, model: type[BaseModel]) -> str:
+    """A validation error of ``model`` as one line (the first three problems)."""
     parts = []
     for err in exc.errors()[:3]:
         loc = ".".join(str(p) for p in err["loc"]) or "payload"

@@ -24,6 +24,12 @@ File layout::
 
     [kafka]                          # any librdkafka property, passed through
     "security.protocol" = "PLAINTEXT"
+
+    [schema_registry]                # for Avro nodes (kstream[avro]); env KSTREAM_SCHEMA_REGISTRY_URL
+    url = "http://127.0.0.1:8081"    # Apicurio: http://HOST:PORT/apis/ccompat/v7
+    username = "..."                 # basic auth, optional (env KSTREAM_SCHEMA_REGISTRY_USERNAME/_PASSWORD)
+    subject_strategy = "topic"       # "topic" (TOPIC-value), "record", "topic_record"
+    compatibility = "BACKWARD"       # the mode set on subjects kstream creates
 """
 
 from __future__ import annotations
@@ -32,12 +38,15 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from kstream.avro import Compatibility
 from kstream.errors import ConfigError, DeclarationError
 from kstream.naming import check_name
+
+SubjectStrategy = Literal["topic", "record", "topic_record"]
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -131,6 +140,21 @@ def parse_duration(text: str) -> float:
         raise ValueError(f"{text!r} is not a duration (e.g. 500ms, 1s, 10m, 2h)") from None
 
 
+class RegistrySettings(_Frozen):
+    """The schema registry that Avro nodes and ``kstream schemas`` use (Confluent REST API)."""
+
+    url: str
+    username: str | None = None
+    password: SecretStr | None = None
+    subject_strategy: SubjectStrategy = "topic"
+    """How a topic's subject is named: ``topic`` (``TOPIC-value``), ``record`` (the record's
+    full name) or ``topic_record`` (``TOPIC-RECORD``)."""
+    compatibility: Compatibility = "BACKWARD"
+    """The mode ``schemas apply`` sets on subjects it creates; existing subjects keep theirs."""
+    auto_register: bool = False
+    """Let workers register schemas themselves; by default ``schemas apply`` does, after checks."""
+
+
 class Settings(_Frozen):
     bootstrap_servers: str = DEFAULT_BOOTSTRAP
     namespace: str = "kstream"
@@ -141,6 +165,8 @@ class Settings(_Frozen):
     """librdkafka properties passed to every client, after kstream's own defaults."""
     limits: dict[str, LimitSpec] = Field(default_factory=dict)
     """Global rate limits by service name, used by nodes declared with ``limit="name"``."""
+    schema_registry: RegistrySettings | None = None
+    """Needed by topologies with Avro nodes."""
 
     @field_validator("namespace")
     @classmethod
@@ -177,6 +203,15 @@ def _kafka_value(value: Any) -> str:
     return str(value)
 
 
+def _registry_from_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    fields = {"url": "KSTREAM_SCHEMA_REGISTRY_URL", "username": "KSTREAM_SCHEMA_REGISTRY_USERNAME",
+              "password": "KSTREAM_SCHEMA_REGISTRY_PASSWORD"}
+    given = {name: env[var] for name, var in fields.items() if env.get(var)}
+    if given:
+        registry = data.get("schema_registry")
+        data["schema_registry"] = {**(registry if isinstance(registry, Mapping) else {}), **given}
+
+
 def load_settings(
     path: Path | None = None,
     *,
@@ -200,6 +235,7 @@ def load_settings(
         data["bootstrap_servers"] = env["KSTREAM_BOOTSTRAP_SERVERS"]
     if env.get("KSTREAM_NAMESPACE"):
         data["namespace"] = env["KSTREAM_NAMESPACE"]
+    _registry_from_env(data, env)
     file_kafka = data.get("kafka", {})
     if not isinstance(file_kafka, Mapping):
         raise ConfigError("invalid setting kafka: must be a table of librdkafka properties")

@@ -12,8 +12,10 @@ The tree::
     │   └── TransactionInDoubt        a transactional call timed out or its outcome is unknown:
     │                                 the producer must be replaced (epoch bump) before writing on
     ├── LocalBrokerError              the embedded development broker could not be run
+    ├── RegistryError                 the schema registry refused or did not answer (retryable then)
     ├── Permanent                     raised by handlers: do not retry, send to the Trash
-    │   └── DecodeError               a payload that cannot be decoded or validated
+    │   ├── DecodeError               a payload that cannot be decoded or validated
+    │   └── EncodeError               an output that does not fit its topic's schema
     ├── RateLimited                   raised by handlers on a 429: slow the service down, retry
     ├── TrashFlood                    too much of a node's input went to the Trash: stop the node
     └── NotFound                      an id, node, scope or topic that does not exist
@@ -99,6 +101,18 @@ class DecodeError(Permanent):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class EncodeError(Permanent):
+    """An output value does not fit the Avro schema of the topic it goes to."""
+
+
+class RegistryError(KstreamError):
+    """The schema registry refused a request (an incompatible schema) or did not answer."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class RateLimited(KstreamError):

@@ -11,8 +11,12 @@ import inspect
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
+from pydantic import BaseModel
+
+from kstream.avro import AvroSpec, spec_for
 from kstream.batch import BatchSpec, EmitMode
 from kstream.codecs import Decoder, decoder_for
 from kstream.config import parse_duration
@@ -50,6 +54,10 @@ class Node:
     payload_type: Any
     decode: Decoder
     batch: BatchSpec | None = None
+    avro: AvroSpec | None = None
+    """The node's input topic holds Avro of this schema (whoever writes it encodes with it)."""
+    to_avro: AvroSpec | None = None
+    """Outputs to the ``to=`` topics are Avro of this schema."""
 
     def input_topic(self, namespace: str) -> str:
         return self.source or node_topic(namespace, self.topology, self.name)
@@ -86,6 +94,8 @@ class Topology:
         limit: str | None = None,
         on_failure: OnFailure = "trash",
         processing: Processing | None = None,
+        avro: bool | type[BaseModel] | str | None = None,
+        to_avro: type[BaseModel] | str | None = None,
         _batch: BatchSpec | None = None,
     ) -> Callable[[Handler], Handler]:
         """Declare a node; the decorated function is returned unchanged (still callable in tests).
@@ -93,6 +103,11 @@ class Topology:
         ``key`` re-keys every message kstream writes to this node's input: it gets the value the
         upstream node emitted and returns the key (so ``prefetch`` > 1 with ``ordering="key"``
         orders by it). It cannot be combined with ``source`` (others write that topic).
+
+        ``avro``: the input topic holds Avro in the schema registry's wire format (``True``: the
+        schema of the payload model; or a model; or an ``.avsc`` file name), decoded into the
+        payload annotation; upstream nodes encode with it. ``to_avro``: the schema of outputs to
+        the ``to=`` topics. See :mod:`kstream.avro`; settings need ``schema_registry``.
         """
         check_name(name, what="node", node=name)
         if name in self._nodes:
@@ -119,6 +134,8 @@ class Topology:
             raise DeclarationError(f"node {name!r}: on_failure must be 'trash' or 'park_key'", node=name)
         if processing not in (None, "at_least_once", "exactly_once"):
             raise DeclarationError(f"node {name!r}: processing must be 'at_least_once' or 'exactly_once'", node=name)
+        if to_avro is not None and not to_t:
+            raise DeclarationError(f"node {name!r}: to_avro= describes the to= topics, and there are none", node=name)
         if retry is not None and not isinstance(retry, Retry):
             raise DeclarationError(f"node {name!r}: retry= must be a kstream.Retry", node=name)
 
@@ -126,12 +143,16 @@ class Topology:
             payload_type, takes_context = _signature(fn, name)
             if _batch is not None:  # the entry message's payload is JSON; the handler gets the cursor
                 payload_type, takes_context = Any, True
+            near = _module_dir(fn)
+            in_spec = spec_for(avro, payload_type, node=name, near=near) if avro not in (None, False) else None
+            out_spec = spec_for(to_avro, None, node=name, near=near) if to_avro is not None else None
             self._nodes[name] = Node(
                 topology=self.name, name=name, fn=fn, after=after_t, source=source, to=to_t, key=key,
                 prefetch=prefetch, ordering=ordering, retry=retry, limit=limit, on_failure=on_failure,
                 processing=processing,
                 is_async=inspect.iscoroutinefunction(fn), takes_context=takes_context,
                 payload_type=payload_type, decode=decoder_for(payload_type), batch=_batch,
+                avro=in_spec, to_avro=out_spec,
             )
             return fn
 
@@ -222,6 +243,13 @@ def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
     return tuple(value)
+
+
+def _module_dir(fn: Handler) -> Path | None:
+    try:
+        return Path(inspect.getfile(fn)).resolve().parent
+    except (TypeError, OSError):
+        return None
 
 
 _UNRESOLVED: Any = object()

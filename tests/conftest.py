@@ -37,6 +37,23 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         broker.stop()
 
 
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real schema registry (Apicurio, its Confluent API URL), or KSTREAM_TEST_REGISTRY. Never skips."""
+    given = os.environ.get("KSTREAM_TEST_REGISTRY")
+    if given:
+        yield given
+        return
+    from kstream.dev.registry import LocalRegistry
+
+    registry = LocalRegistry(tmp_path_factory.mktemp("registry"))
+    info, _ = registry.start(port=_free_port())
+    try:
+        yield info.url
+    finally:
+        registry.stop()
+
+
 @pytest.fixture()
 def namespace() -> str:
     """A fresh namespace per test: its own topics and groups, nothing shared with other tests."""

@@ -1,4 +1,4 @@
-"""``kstream dev``: a local Apache Kafka broker for developing and testing apps."""
+"""``kstream dev``: a local Apache Kafka broker and schema registry for developing and testing apps."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import BinaryIO
 import click
 
 from kstream.dev.broker import LocalBroker, kafka_version, require_tools
+from kstream.dev.registry import VERSION as REGISTRY_VERSION
+from kstream.dev.registry import LocalRegistry
 from kstream.errors import LocalBrokerError
 
 EXIT_STOPPED = 3
@@ -134,6 +136,78 @@ def _follow(log: BinaryIO, path: Path) -> None:
             log.seek(0)
         else:
             time.sleep(0.2)  # polling a file: there is nothing to wait on
+
+
+_registry_dir_option = click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".kstream/registry"),
+    envvar="KSTREAM_REGISTRY_DIR",
+    show_default=True,
+    show_envvar=True,
+    help="Where the registry keeps its log and state.",
+)
+
+
+@dev.group(short_help="Run a local schema registry (Apicurio) for Avro nodes.")
+def registry() -> None:
+    """Run a local schema registry for Avro nodes: Apicurio Registry, in memory.
+
+    Apicurio Registry's app is fetched once from Maven Central and cached under
+    ~/.cache/kstream. Needs `java` 17+, and `mvn` for that first fetch. Its schemas live in
+    memory: a restart starts empty. Point kstream at the URL it prints:
+
+    \b
+      kstream dev registry start    # prints the URL (Confluent-compatible API)
+      export KSTREAM_SCHEMA_REGISTRY_URL=http://127.0.0.1:8081/apis/ccompat/v7
+      kstream dev registry stop
+    """
+
+
+@registry.command("start", short_help="Start the registry, unless it runs.")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="Listen here.  [default: the previous run's port, else 8081, else any free port]")
+@_registry_dir_option
+def registry_start(port: int | None, workdir: Path) -> None:
+    """Start the registry and print its URL, or report the one already running.
+
+    Exits 0 in both cases, 1 with a one-line reason when it cannot start.
+    """
+    local = LocalRegistry(workdir)
+    try:
+        if not (local.cache / "lib").is_dir():
+            require_tools()
+            click.echo("fetching Apicurio Registry with Maven (first run only)...", err=True)
+        info, started = local.start(port=port)
+    except LocalBrokerError as e:
+        raise click.ClickException(str(e)) from None
+    if started:
+        click.echo(f"apicurio registry {REGISTRY_VERSION} running at {info.url} (pid {info.pid})")
+    else:
+        click.echo(f"already running at {info.url} (pid {info.pid})")
+
+
+@registry.command("stop", short_help="Stop the registry (its schemas are lost).")
+@_registry_dir_option
+def registry_stop(workdir: Path) -> None:
+    """Stop the registry; prints "stopped" or "not running", exits 0 both ways."""
+    try:
+        stopped = LocalRegistry(workdir).stop()
+    except LocalBrokerError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo("stopped" if stopped else "not running")
+
+
+@registry.command("status", short_help="Tell whether the registry runs, and where.")
+@_registry_dir_option
+@click.pass_context
+def registry_status(ctx: click.Context, workdir: Path) -> None:
+    """Print "running at URL (pid N)" and exit 0, or print "stopped" and exit 3."""
+    info = LocalRegistry(workdir).status()
+    if info is None:
+        click.echo("stopped")
+        ctx.exit(EXIT_STOPPED)
+    click.echo(f"running at {info.url} (pid {info.pid})")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from kstream.cli.dev import dev
 from kstream.cli.graph import graph
 from kstream.cli.lag import lag
 from kstream.cli.run import run
+from kstream.cli.schemas import schemas
 from kstream.cli.start import start
 from kstream.cli.topics import topics
 from kstream.cli.trash import trash
@@ -59,6 +60,7 @@ cli.add_command(start)
 cli.add_command(cursors)
 cli.add_command(lag)
 cli.add_command(txns)
+cli.add_command(schemas)
 
 
 def _limit_malloc_arenas() -> None:

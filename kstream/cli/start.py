@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from kstream.app import admin, receipt_producer
+from kstream.avro_topics import json_to_avro
 from kstream.cli.common import Options, app_argument, pass_options, topology_of
 from kstream.errors import BrokerError, ConfigError, DecodeError
 from kstream.headers import ID, WORKFLOW
@@ -28,7 +29,8 @@ def start(options: Options, *, app: str, node: str, payload: str | None, file: P
     """Produce an entry message to NODE's input topic: a new workflow (for a batch node, a run).
 
     The payload must be JSON and is checked by the node's decoder (a pydantic model validates
-    it) before anything is written; a batch node gets it as the run's ctx.params. Prints the
+    it) before anything is written; for an Avro node it is then encoded with the node's
+    schema; a batch node gets it as the run's ctx.params. Prints the
     topic, partition and offset written and the new workflow id.
     """
     if payload is not None and file is not None:
@@ -59,6 +61,8 @@ def start(options: Options, *, app: str, node: str, payload: str | None, file: P
         key = ""
     settings = options.settings()
     topic = target.input_topic(settings.namespace)
+    if target.avro is not None:
+        value = json_to_avro(topology, target, settings, value)
     if topic not in admin(settings).topics([topic]):
         raise ConfigError(f"topic {topic} does not exist: run `kstream topics apply {app}` first")
 

@@ -9,6 +9,7 @@ import click
 
 from kstream.app import admin
 from kstream.cli.common import Options, app_argument, pass_options, topology_of
+from kstream.cli.schemas import check_and_apply
 from kstream.provision import Action, apply, plan
 
 
@@ -36,10 +37,14 @@ def plan_cmd(options: Options, app: str, grow_partitions: bool, create_external:
 
 @topics.command("apply")
 @_options
+@click.option("--schemas", "with_schemas", is_flag=True,
+              help="First check and register the Avro schemas (as `kstream schemas apply`); a refused one stops here.")
 @pass_options
-def apply_cmd(options: Options, app: str, grow_partitions: bool, create_external: bool) -> None:
+def apply_cmd(options: Options, app: str, grow_partitions: bool, create_external: bool, with_schemas: bool) -> None:
     """Create every topic APP needs (idempotent): node inputs, Trash and cursors (compacted)."""
     settings = options.settings()
+    if with_schemas:
+        check_and_apply(topology_of(app), settings, dry_run=False)
     client = admin(settings)
     changes = plan(topology_of(app), settings, client, grow=grow_partitions, create_external=create_external)
     done = apply(changes, client)

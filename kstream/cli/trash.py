@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from kstream.app import trash_store
+from kstream.avro_topics import avro_as_json, json_to_avro
 from kstream.cli.common import Options, pass_options, topology_of
 from kstream.errors import ConfigError, DecodeError
 from kstream.trash import TrashEntry
@@ -115,8 +116,9 @@ def show_cmd(options: Options, entry_id: str) -> None:
     click.echo("headers:")
     for k, v in e.headers:
         click.echo(f"  {k}: {_text(v)}")
-    click.echo("payload:")
-    click.echo(_pretty(e.value))
+    as_json = avro_as_json(options.settings(), e.value)
+    click.echo("payload:" if as_json is None else "payload (Avro, shown as JSON):")
+    click.echo(_pretty(e.value) if as_json is None else as_json)
     if e.traceback:
         click.echo("traceback:")
         click.echo(e.traceback.rstrip("\n"))
@@ -128,16 +130,21 @@ def show_cmd(options: Options, entry_id: str) -> None:
 @click.option("--file", "file", type=click.Path(path_type=Path), help="Read the new payload from this file (default: $EDITOR).")
 @pass_options
 def edit_cmd(options: Options, *, entry_id: str, app: str, file: Path | None) -> None:
-    """Replace an entry's payload; it is validated by the node's decoder before it is kept."""
-    store = trash_store(options.settings())
+    """Replace an entry's payload; it is validated by the node's decoder before it is kept.
+
+    Avro payloads are edited as JSON and re-encoded with the node's schema.
+    """
+    settings = options.settings()
+    store = trash_store(settings)
     entry = store.get(entry_id)
+    shown = avro_as_json(settings, entry.value)
     if file is not None:
         try:
             value = file.read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read {file}: {exc.strerror or exc}") from None
     else:
-        text = click.edit(_pretty(entry.value) + "\n", extension=".json")
+        text = click.edit((shown or _pretty(entry.value)) + "\n", extension=".json")
         if text is None:
             click.echo("no change saved: the entry is unchanged", err=True)
             return
@@ -148,6 +155,8 @@ def edit_cmd(options: Options, *, entry_id: str, app: str, file: Path | None) ->
     node = topology.get(entry.node)
     try:
         node.decode(value)
+        if node.avro is not None:  # edited as JSON, kept as the node's Avro
+            value = json_to_avro(topology, node, settings, value)
     except DecodeError as exc:
         raise ConfigError(f"edit refused, entry unchanged: {exc.reason}: {exc}") from None
     store.edit(entry.id, value)

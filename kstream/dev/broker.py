@@ -26,10 +26,10 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict, cast
 
 from kstream.errors import LocalBrokerError
 
@@ -176,27 +176,8 @@ class LocalBroker:
         libs = self.libs_cache
         if libs.is_dir():
             return libs
-        require_tools()
-        libs.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".libs-", dir=libs.parent))
-        try:
-            mvn = subprocess.run(
-                ["mvn", "-B", "-q", "-f", str(POM), "dependency:copy-dependencies",
-                 f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            if mvn.returncode != 0:
-                lines = (mvn.stdout + mvn.stderr).splitlines()
-                why = next((ln for ln in lines if ln.startswith("[ERROR]")), _last_line(lines))
-                raise LocalBrokerError(f"Maven could not fetch the Kafka jars: {why}")
-            try:
-                tmp.rename(libs)
-            except OSError:
-                if not libs.is_dir():
-                    raise
-                # Another process won the race; its copy came from the same pom.
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with maven_copy(POM, libs.parent, what="the Kafka jars") as download:
+            move_into_place(download, libs)
         return libs
 
     def status(self) -> BrokerInfo | None:
@@ -272,25 +253,13 @@ class LocalBroker:
             return running
 
     def _read_state(self) -> _State:
-        try:
-            loaded: _State = json.loads(self._state_path.read_text())
-        except (FileNotFoundError, ValueError):
-            return {}
-        return loaded
+        return cast(_State, read_state(self._state_path))
 
     def _write_state(self, state: _State) -> None:
-        # Written whole then renamed, so a reader never sees half a file.
-        tmp = self._state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        tmp.replace(self._state_path)
+        write_state(self._state_path, state)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Serialise start/stop of one workdir across processes (two shells, two test runs)."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with open(self.workdir / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return locked(self.workdir)
 
     def _is_ours(self, pid: int) -> bool:
         if not _alive(pid):
@@ -339,6 +308,64 @@ class LocalBroker:
 
     def _last_log_line(self) -> str:
         return _last_line(self.log_path.read_text(errors="replace").splitlines())
+
+
+@contextlib.contextmanager
+def maven_copy(pom: Path, near: Path, *, what: str) -> Iterator[Path]:
+    """Resolve ``pom``'s dependencies with Maven into a temporary folder inside ``near`` (so the
+    caller can rename what it builds there into place: a concurrent or interrupted fetch never
+    leaves half a cache behind); the folder is removed afterwards."""
+    require_tools()
+    near.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=near))
+    try:
+        mvn = subprocess.run(
+            ["mvn", "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
+             f"-DoutputDirectory={tmp / 'download'}", "-DincludeScope=runtime"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if mvn.returncode != 0:
+            lines = (mvn.stdout + mvn.stderr).splitlines()
+            why = next((ln for ln in lines if ln.startswith("[ERROR]")), _last_line(lines))
+            raise LocalBrokerError(f"Maven could not fetch {what}: {why}")
+        yield tmp / "download"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def move_into_place(built: Path, dest: Path) -> None:
+    """Rename ``built`` to ``dest``; if another process got there first, keep theirs (it came
+    from the same pom)."""
+    try:
+        built.rename(dest)
+    except OSError:
+        if not dest.is_dir():
+            raise
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A detached process's ``state.json`` ({} when missing or unreadable)."""
+    try:
+        loaded: dict[str, Any] = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return loaded
+
+
+def write_state(path: Path, state: Mapping[str, Any]) -> None:
+    # Written whole then renamed, so a reader never sees half a file.
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(path)
+
+
+@contextlib.contextmanager
+def locked(workdir: Path) -> Iterator[None]:
+    """Serialise start/stop of one workdir across processes (two shells, two test runs)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _java(libs: Path, *options: str) -> list[str]:

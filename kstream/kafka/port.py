@@ -1,7 +1,8 @@
 """The broker port: what the runtime and the tools need from Kafka, as Protocols.
 
 Two adapters implement it: :mod:`kstream.kafka.confluent` (librdkafka, the real thing) and
-:mod:`kstream.kafka.memory` (in-process, for unit tests of pure logic). Consumed records are
+:mod:`kstream.testing.memory` (in-process, for unit tests of pure logic and
+the users' test driver). Consumed records are
 :class:`kstream.types.Record`; the adapters pass their native message objects through, so
 nothing is allocated per message on the way in.
 """

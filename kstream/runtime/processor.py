@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from types import GeneratorType
@@ -60,14 +60,18 @@ class NodeProcessor:
         limiter: Limiter | None = None,
         batch: BatchRunner | None = None,
         parked: dict[bytes | None, str] | None = None,
+        encoders: Mapping[str, Callable[[Any], bytes]] | None = None,
     ) -> None:
         self.node = node
         self.topology = topology.name
         self.origin = f"{topology.name}/{node.name}"
         self.routes: list[Route] = [(s.input_topic(namespace), s.key) for s in topology.successors(node.name)]
         self.routes += [(t, None) for t in node.to]
+        # Encoders of topics whose values are not encoded by type (Avro topics, by schema).
+        self._encoders = dict(encoders or {})
         # Topics of routes that keep the input key, when no route re-keys (the fast path).
-        self._plain = [t for t, keyfn in self.routes] if all(k is None for _, k in self.routes) else None
+        plain = all(k is None for _, k in self.routes) and not self._encoders
+        self._plain = [t for t, keyfn in self.routes] if plain else None
         self._origin_header = hdr.origin_header(topology.name, node.name)
         self._entry_headers = hdr.entry_headers(self._origin_header)
         self.by_name: dict[str, Route] = {n.name: (n.input_topic(namespace), n.key) for n in topology.nodes.values()}
@@ -333,8 +337,11 @@ class NodeProcessor:
                 value, chosen = out.value, out.has_key
             else:
                 routes, value, chosen = self.routes, out, False
-            data = encode(value)
+            data = encode(value) if not self._encoders else b""
             for topic, keyfn in routes:
+                if self._encoders:
+                    by_schema = self._encoders.get(topic)
+                    data = by_schema(value) if by_schema is not None else encode(value)
                 if chosen:
                     okey = encode_key(out.key)
                 elif keyfn is not None:

@@ -1,6 +1,6 @@
 """The broker port's contract, run against the in-memory adapter and real Kafka alike.
 
-One suite, two parameters: what the runtime's unit tests learn from :mod:`kstream.kafka.memory`
+One suite, two parameters: what the runtime's unit tests learn from :mod:`kstream.testing.memory`
 holds for :mod:`kstream.kafka.confluent` only as long as both pass here. Each test gets its own
 namespace (topics, groups, transactional ids), so nothing is shared between tests.
 """
@@ -52,7 +52,7 @@ class Ports:
 
 
 def _memory(_: pytest.FixtureRequest, ns: str) -> Ports:
-    from kstream.kafka import memory
+    from kstream.testing import memory
 
     broker = memory.MemoryBroker()
     return Ports(ns, lambda g: memory.MemoryConsumer(broker, g), lambda: memory.MemoryProducer(broker),

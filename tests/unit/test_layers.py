@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "kstream.retry": 1,
     "kstream.context": 1,
     "kstream.schemas": 1,
+    "kstream.avro": 1,
     # 2: the broker port and its adapters
     "kstream.kafka": 2,
     # 3: what is declared and stored (batch and limits: design.md s.8 / style.md, not written yet)
@@ -46,17 +47,22 @@ LAYERS: dict[str, int] = {
     "kstream.limits": 3,
     "kstream.dev": 3,
     "kstream.txns": 3,
+    "kstream.avro_topics": 3,
+    "kstream.faust_agent": 3,
     # 4: the processing runtime
     "kstream.runtime": 4,
-    # 5: the composition root
+    # 5: the composition root, and the test driver (a composition root on the in-memory broker)
     "kstream.app": 5,
+    "kstream.testing": 5,
+    "kstream.testing.memory": 2,  # the in-memory adapter of the broker port
     # 6: the CLI
     "kstream.cli": 6,
 }
 
 # Third-party clients each live behind one module (or folder).
 ONLY_IN: dict[str, tuple[str, ...]] = {
-    "confluent_kafka": ("kstream.kafka.confluent",),
+    # The registry client ships in confluent-kafka too; its adapter sits next to the Kafka one.
+    "confluent_kafka": ("kstream.kafka.confluent", "kstream.kafka.registry"),
     "fastavro": ("kstream.codecs",),
     "orjson": ("kstream.codecs",),
     "click": ("kstream.cli",),

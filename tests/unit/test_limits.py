@@ -12,9 +12,9 @@ from kstream import Topology
 from kstream.app import build_worker
 from kstream.config import LimitSpec, Settings, load_settings
 from kstream.errors import ConfigError
-from kstream.kafka.memory import MemoryBroker, MemoryConsumer
 from kstream.limits import BURST, LIMITS_PARTITIONS, MAX_WAIT, GlobalRateLimiter, TokenBucket, limits_topic
 from kstream.provision import wanted
+from kstream.testing.memory import MemoryBroker, MemoryConsumer
 
 
 def calls_between(bucket: TokenBucket, start: float, end: float) -> list[float]:

@@ -16,13 +16,13 @@ import pytest
 
 from kstream.config import RuntimeSettings
 from kstream.errors import TrashFlood
-from kstream.kafka.memory import MemoryBroker, MemoryConsumer, MemoryProducer
 from kstream.kafka.port import TopicPartition
 from kstream.runtime.concurrent import Concurrent
 from kstream.runtime.offsets import PartitionOffsets
 from kstream.runtime.processor import NodeProcessor
 from kstream.runtime.serial import Serial
 from kstream.runtime.worker import State, Worker
+from kstream.testing.memory import MemoryBroker, MemoryConsumer, MemoryProducer
 from kstream.topology import Topology
 from kstream.trash import TrashCodec
 

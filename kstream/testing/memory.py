@@ -1,4 +1,4 @@
-"""The in-memory adapter: a broker in one process, for unit tests of pure logic.
+"""The in-memory adapter: a broker in one process, for unit tests of pure logic and the test driver.
 
 :class:`MemoryBroker` holds topics (partitions as lists of records), committed offsets per
 group, a group coordinator and transactions; the adapters (:class:`MemoryConsumer`,
