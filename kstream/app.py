@@ -21,11 +21,14 @@ from kstream.kafka.confluent import (
 )
 from kstream.kafka.port import TopicPartition
 from kstream.limits import GlobalRateLimiter, Limiter
+from kstream.metrics import Metrics
 from kstream.naming import group_id
 from kstream.provision import retry_topic_of
+from kstream.runtime.health import ClusterWatch, Health, HttpEndpoint
 from kstream.runtime.processor import NodeProcessor
 from kstream.runtime.worker import State, Worker
 from kstream.topology import Topology
+from kstream.tracing import Tracing, otel_tracing
 from kstream.trash import blocking_keys
 from kstream.trash_store import TrashStore
 
@@ -49,11 +52,14 @@ def limiter(service: str, settings: Settings) -> GlobalRateLimiter:
 
 
 def build_worker(topology: Topology, name: str, settings: Settings, stop: threading.Event,
-                 limiters: dict[str, GlobalRateLimiter] | None = None) -> Worker:
+                 limiters: dict[str, GlobalRateLimiter] | None = None, *, metrics: Metrics | None = None,
+                 tracing: Tracing | None = None) -> Worker:
     """A worker for node ``name``: its own consumer (group ``{ns}.{topology}.{node}``) and producer.
 
     Workers built with the same ``limiters`` dict share one rate limiter per service (one
     member of its limits group per process); :func:`run_workers` closes them at the end.
+    With ``metrics`` the node counts into ``metrics.node(topology, name)``; with ``tracing``
+    each attempt of a message runs in a span (:func:`tracing_of`).
     """
     node = topology.get(name)
     ns = settings.namespace
@@ -82,12 +88,47 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
         topology, node, namespace=ns, producer=prod, trash_topic=settings.trash_topic,
         hop_limit=settings.hop_limit, stop=stop, retry_topic=retry, batch=batch, parked=parked,
         limiter=limits.get(node.limit) if node.limit else None,
+        stats=metrics.node(topology.name, name) if metrics is not None else None, tracing=tracing,
     )
     consumer = KafkaConsumer(settings.bootstrap_servers, group, settings.kafka)
     topics = [node.input_topic(ns)] + ([retry] if retry else [])
     return Worker(processor, consumer, prod, topics=topics, settings=settings.runtime, stop=stop, retry_topic=retry,
                   transactions=prod if isinstance(prod, KafkaWorkerProducer) else None,
                   status_topic=_status_topic(settings, f"{topology.name}/{name}"))
+
+
+def tracing_of(settings: Settings) -> Tracing | None:
+    """OpenTelemetry tracing unless ``observe.tracing`` is off or ``kstream[otel]`` is not installed."""
+    return None if settings.observe.tracing == "off" else otel_tracing()
+
+
+class Observer:
+    """The HTTP endpoint of a worker process and the cluster probe behind its lag metrics and
+    readiness (:mod:`kstream.runtime.health`). ``close`` stops both."""
+
+    def __init__(self, topology: Topology, workers: Sequence[Worker], settings: Settings, metrics: Metrics,
+                 stop: threading.Event) -> None:
+        port = settings.observe.http_port
+        if port is None:
+            raise ConfigError("observe.http_port is not set: no HTTP endpoint to serve")
+        self.watch = ClusterWatch(admin(settings, timeout=min(settings.observe.probe_interval, 10.0)), topology,
+                                  [w.processor.node.name for w in workers], settings.namespace, metrics,
+                                  interval=settings.observe.probe_interval)
+        self.health = Health(workers, stop, self.watch, liveness_timeout=settings.runtime.liveness_timeout)
+        try:
+            self.endpoint = HttpEndpoint(metrics, self.health, host=settings.observe.http_host, port=port)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve HTTP on {settings.observe.http_host}:{port}: {exc.strerror}") from None
+        self.watch.start()
+        self.endpoint.start()
+
+    @property
+    def port(self) -> int:
+        return self.endpoint.port
+
+    def close(self) -> None:
+        self.watch.close()
+        self.endpoint.close()
 
 
 def _status_topic(settings: Settings, origin: str) -> str | None:

@@ -32,7 +32,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -92,6 +92,21 @@ class RuntimeSettings(_Frozen):
     """...counted over this many most recent messages..."""
     flood_min: int = Field(default=100, ge=1)
     """...once at least this many were seen."""
+    liveness_timeout: float = Field(default=60.0, gt=0)
+    """``/healthz`` fails when a worker's poll loop has not turned for this many seconds."""
+
+
+class ObserveSettings(_Frozen):
+    """The worker's HTTP endpoint, log format and tracing (``[observe]`` in the file)."""
+
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of ``/metrics``, ``/healthz`` and ``/readyz`` of ``kstream run``; None: no endpoint."""
+    http_host: str = "0.0.0.0"  # noqa: S104  (a pod's probes and Prometheus come from outside)
+    log_format: Literal["text", "json"] = "text"
+    tracing: Literal["auto", "off"] = "auto"
+    """auto: spans through OpenTelemetry when ``opentelemetry-api`` is installed (``kstream[otel]``)."""
+    probe_interval: float = Field(default=5.0, gt=0)
+    """Seconds between two reads of the cluster: lag metrics, and readiness (reachable or not)."""
 
 
 class LimitSpec(_Frozen):
@@ -125,6 +140,7 @@ class Settings(_Frozen):
     hop_limit: int = Field(default=100, ge=1)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    observe: ObserveSettings = Field(default_factory=ObserveSettings)
     kafka: dict[str, str] = Field(default_factory=dict)
     """librdkafka properties passed to every client, after kstream's own defaults."""
     limits: dict[str, LimitSpec] = Field(default_factory=dict)

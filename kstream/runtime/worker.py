@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from kstream.config import RuntimeSettings
 from kstream.errors import BrokerError, DeliveryFailed
 from kstream.kafka.port import Consumer, Producer, TopicPartition, WorkerTransactions
+from kstream.metrics import NodeStats
 from kstream.runtime.concurrent import Concurrent
 from kstream.runtime.flood import FloodGuard
 from kstream.runtime.processor import NodeProcessor
@@ -81,6 +82,9 @@ class Worker:
         self._status = (StatusReporter(producer, status_topic, processor.topology, processor.node.name)
                         if status_topic is not None else None)
         self._last_commit = time.monotonic()
+        self.last_turn = time.monotonic()
+        """When the poll loop last turned (``/healthz``: :mod:`kstream.runtime.health`)."""
+        self.stats = processor.stats or NodeStats(processor.topology, processor.node.name)
         batch = processor.node.batch
         self._every = batch.every if batch is not None else None
         self._interval = settings.transaction_interval if transactions is not None else settings.commit_interval
@@ -92,6 +96,8 @@ class Worker:
         else:
             self.strategy = Concurrent(processor, flood, self.name, prefetch=node.prefetch, ordering=node.ordering,
                                        capacity=max(settings.buffer_size, 2 * node.prefetch), retry_topic=retry_topic)
+        self.stats.in_flight = lambda: self.strategy.in_flight
+        self.stats.buffered = lambda: len(self._pending)
 
     @property
     def processed(self) -> int:
@@ -110,6 +116,7 @@ class Worker:
                 self._txn.begin()
             self._consumer.subscribe(self._topics, self._on_assign, self._on_revoke, self._on_lost)
             while not self._stop.is_set():
+                self.last_turn = time.monotonic()
                 strategy.check()
                 if self._pending and not self._paused:
                     batch, self._pending = self._pending, []
@@ -160,6 +167,7 @@ class Worker:
 
     def _keepalive(self) -> None:
         """Poll with every partition paused: the group sees us alive; nothing new is taken."""
+        self.last_turn = time.monotonic()
         if not self._paused:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
@@ -203,9 +211,14 @@ class Worker:
         left = self._producer.flush(FLUSH_TIMEOUT)
         errors = self._delivery_errors()
         if left or errors:
+            self.stats.commit_failures += 1
             detail = errors[0] if errors else f"{left} outputs not acknowledged within {FLUSH_TIMEOUT:g} s"
             raise DeliveryFailed(f"{self.name}: {detail}; offsets not committed", topic=self._topics[0])
-        self._consumer.commit(offsets, asynchronous=asynchronous)
+        try:
+            self._consumer.commit(offsets, asynchronous=asynchronous)
+        except BrokerError:
+            self.stats.commit_failures += 1
+            raise
         self._committed.update(((t, p), o) for t, p, o in offsets)
 
     def _commit_transaction(self, txn: WorkerTransactions) -> None:
@@ -219,7 +232,8 @@ class Worker:
             # it would hold read_committed readers of the status topic until the broker aborts it.
             status = self._status is not None and self._status.written
             if offsets or status:
-                txn.commit(offsets, self._consumer.group_metadata(), FLUSH_TIMEOUT)
+                txn.commit(offsets, self._consumer.group_metadata(), FLUSH_TIMEOUT)  # failing: _abort counts it
+                self.stats.transactions_committed += 1
                 self._committed.update(((t, p), o) for t, p, o in offsets)
                 if self._status is not None:
                     self._status.written = False
@@ -249,6 +263,7 @@ class Worker:
     def _abort(self) -> None:
         if self._txn is None:
             return
+        self.stats.transactions_aborted += 1
         try:
             self._txn.abort(5.0)
         except Exception as exc:  # noqa: BLE001  (already failing; the broker times the transaction out)
@@ -256,12 +271,14 @@ class Worker:
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         self._owned.update((tp.topic, tp.partition) for tp in partitions)
+        self.stats.rebalances["assigned"] += 1
         if self._paused and partitions:
             self._consumer.pause(partitions)
         log.info("%s: assigned %s", self.name, _fmt(partitions))
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self.stats.rebalances["revoked"] += 1
         try:
             if self.state is not State.FAILED:  # a failed worker commits nothing on its way out
                 self._commit(asynchronous=False, only=revoked)  # what finished before anything else
@@ -285,6 +302,7 @@ class Worker:
         transaction and fails (a zombie must not write on), an at-least-once one lets the
         next owner repeat the uncommitted messages and goes on with what it gets next."""
         lost = {(tp.topic, tp.partition) for tp in partitions}
+        self.stats.rebalances["lost"] += 1
         log.warning("%s: lost %s (fenced from the group); nothing of them is committed", self.name, _fmt(partitions))
         self.strategy.revoke(lost, self._settings.shutdown_timeout)
         self._let_go(lost)

@@ -33,6 +33,9 @@ LAYERS: dict[str, int] = {
     "kstream.retry": 1,
     "kstream.context": 1,
     "kstream.schemas": 1,
+    "kstream.metrics": 1,
+    "kstream.tracing": 1,
+    "kstream.logs": 1,
     # 2: the broker port and its adapters
     "kstream.kafka": 2,
     # 3: what is declared and stored (batch and limits: design.md s.8 / style.md, not written yet)
@@ -45,6 +48,7 @@ LAYERS: dict[str, int] = {
     "kstream.batch": 3,
     "kstream.limits": 3,
     "kstream.dev": 3,
+    "kstream.lag": 3,
     # 4: the processing runtime
     "kstream.runtime": 4,
     # 5: the composition root
@@ -59,6 +63,8 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
     "fastavro": ("kstream.codecs",),
     "orjson": ("kstream.codecs",),
     "click": ("kstream.cli",),
+    "prometheus_client": ("kstream.metrics",),
+    "opentelemetry": ("kstream.tracing",),
 }
 
 
