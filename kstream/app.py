@@ -111,7 +111,7 @@ class Observer:
         port = settings.observe.http_port
         if port is None:
             raise ConfigError("observe.http_port is not set: no HTTP endpoint to serve")
-        self.watch = ClusterWatch(admin(settings, timeout=min(settings.observe.probe_interval, 10.0)), topology,
+        self.watch = ClusterWatch(admin(settings, timeout=max(5.0, settings.observe.probe_interval)), topology,
                                   [w.processor.node.name for w in workers], settings.namespace, metrics,
                                   interval=settings.observe.probe_interval)
         self.health = Health(workers, stop, self.watch, liveness_timeout=settings.runtime.liveness_timeout)
