@@ -10,15 +10,15 @@ fresh consumer group and writes it to its own output topic. Contenders:
   commit of the consumed offsets. Producer and consumer settings are kstream's defaults.
 * ``kstream-bytes``: a kstream node ``def passthrough(v: bytes) -> bytes: return v``.
 * ``kstream-dict``: the same with ``dict`` payloads (orjson decode + encode), informational.
-* ``kstream-bytes+metrics``: ``kstream-bytes`` counting into :class:`kstream.metrics.Metrics`
+* ``kstream-bytes-metrics``: ``kstream-bytes`` counting into :class:`kstream.metrics.Metrics`
   (what ``kstream run --http-port`` does; nothing scrapes meanwhile).
-* ``kstream-bytes+tracing``: ``kstream-bytes`` with OpenTelemetry tracing on and no exporter
+* ``kstream-bytes-tracing``: ``kstream-bytes`` with OpenTelemetry tracing on and no exporter
   (the API's default provider, as with ``kstream[otel]`` and no SDK configured).
 
 The cost of metrics and tracing is the ratio of those two to ``kstream-bytes`` within each round
 (``observe_ratios`` in the results):
 
-    .venv/bin/python -m bench.passthrough --contenders kstream-bytes,kstream-bytes+metrics,kstream-bytes+tracing \
+    .venv/bin/python -m bench.passthrough --contenders kstream-bytes,kstream-bytes-metrics,kstream-bytes-tracing \
         --name passthrough-observe
 
 Prints a table and the ratios kstream/raw; writes ``bench/results/passthrough.json``. See
@@ -153,7 +153,7 @@ def _kstream(payload: str, *, metrics: bool = False, tracing: bool = False) -> C
 
             traced = otel_tracing() if tracing else None
             if tracing and traced is None:
-                raise RuntimeError("kstream-bytes+tracing needs opentelemetry-api (pip install -e '.[otel]')")
+                raise RuntimeError("kstream-bytes-tracing needs opentelemetry-api (pip install -e '.[otel]')")
             worker = build_worker(topology, "pass", settings, stop, metrics=Metrics() if metrics else None, tracing=traced)
             if not run_workers([worker], stop):
                 raise RuntimeError(f"worker ended in state {worker.state}")
@@ -167,8 +167,8 @@ CONTENDERS: dict[str, ContenderFactory] = {
     "raw": raw,
     "kstream-bytes": _kstream("bytes"),
     "kstream-dict": _kstream("dict"),
-    "kstream-bytes+metrics": _kstream("bytes", metrics=True),
-    "kstream-bytes+tracing": _kstream("bytes", tracing=True),
+    "kstream-bytes-metrics": _kstream("bytes", metrics=True),
+    "kstream-bytes-tracing": _kstream("bytes", tracing=True),
 }
 
 
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     # Metrics and tracing against the plain node, round by round (same box conditions).
     observe_ratios = {f"{n}/kstream-bytes": [round(a.msgs_per_s / b.msgs_per_s, 3)
                                              for a, b in zip(runs[n], runs["kstream-bytes"], strict=True)]
-                      for n in names if n.startswith("kstream-bytes+") and "kstream-bytes" in runs}
+                      for n in names if n in ("kstream-bytes-metrics", "kstream-bytes-tracing") and "kstream-bytes" in runs}
     for key, values in observe_ratios.items():
         print(f"{key}: per round {', '.join(f'{v:.3f}' for v in values)}; median {sorted(values)[len(values) // 2]:.3f}")
     rows = []
