@@ -14,6 +14,8 @@ fresh consumer group and writes it to its own output topic. Contenders:
   (what ``kstream run --http-port`` does; nothing scrapes meanwhile).
 * ``kstream-bytes-tracing``: ``kstream-bytes`` with OpenTelemetry tracing on and no exporter
   (the API's default provider, as with ``kstream[otel]`` and no SDK configured).
+* ``kstream-bytes-tracing-sdk``: tracing into an OpenTelemetry SDK ``TracerProvider`` with no
+  span processor (every span made and recorded, then dropped), informational.
 
 The cost of metrics and tracing is the ratio of those two to ``kstream-bytes`` within each round
 (``observe_ratios`` in the results):
@@ -126,7 +128,7 @@ def raw(bootstrap: str, source: str, output: str) -> Contender:
     return run
 
 
-def _kstream(payload: str, *, metrics: bool = False, tracing: bool = False) -> ContenderFactory:
+def _kstream(payload: str, *, metrics: bool = False, tracing: bool = False, sdk: bool = False) -> ContenderFactory:
     def factory(bootstrap: str, source: str, output: str) -> Contender:
         from kstream.app import build_worker, run_workers
         from kstream.config import load_settings
@@ -151,7 +153,12 @@ def _kstream(payload: str, *, metrics: bool = False, tracing: bool = False) -> C
             from kstream.metrics import Metrics
             from kstream.tracing import otel_tracing
 
-            traced = otel_tracing() if tracing else None
+            provider = None
+            if sdk:
+                from opentelemetry.sdk.trace import TracerProvider
+
+                provider = TracerProvider()
+            traced = otel_tracing(provider) if tracing else None
             if tracing and traced is None:
                 raise RuntimeError("kstream-bytes-tracing needs opentelemetry-api (pip install -e '.[otel]')")
             worker = build_worker(topology, "pass", settings, stop, metrics=Metrics() if metrics else None, tracing=traced)
@@ -169,6 +176,7 @@ CONTENDERS: dict[str, ContenderFactory] = {
     "kstream-dict": _kstream("dict"),
     "kstream-bytes-metrics": _kstream("bytes", metrics=True),
     "kstream-bytes-tracing": _kstream("bytes", tracing=True),
+    "kstream-bytes-tracing-sdk": _kstream("bytes", tracing=True, sdk=True),
 }
 
 
@@ -254,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     # Metrics and tracing against the plain node, round by round (same box conditions).
     observe_ratios = {f"{n}/kstream-bytes": [round(a.msgs_per_s / b.msgs_per_s, 3)
                                              for a, b in zip(runs[n], runs["kstream-bytes"], strict=True)]
-                      for n in names if n in ("kstream-bytes-metrics", "kstream-bytes-tracing") and "kstream-bytes" in runs}
+                      for n in names if n.startswith(("kstream-bytes-metrics", "kstream-bytes-tracing")) and "kstream-bytes" in runs}
     for key, values in observe_ratios.items():
         print(f"{key}: per round {', '.join(f'{v:.3f}' for v in values)}; median {sorted(values)[len(values) // 2]:.3f}")
     rows = []

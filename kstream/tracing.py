@@ -9,8 +9,12 @@ own run, and the failed one stays readable as it was.
 Without ``opentelemetry-api`` installed :func:`otel_tracing` returns ``None``: the processor
 keeps its plain path and nothing of OpenTelemetry is imported (this module imports it only
 inside :class:`OtelTracing`). Spans go to the tracer provider given, by default the one the
-application configured with the OpenTelemetry SDK; without an SDK the API's no-op provider
-makes every span non-recording (the cost of that is in bench/passthrough.py).
+application configured with the OpenTelemetry SDK. While none is configured (the API alone,
+no SDK) no span could be recorded: :meth:`Tracing.active` says so, and the processor then makes
+no span at all and keeps its fast path; the ``traceparent`` of the input passes on unchanged, as
+with a no-op span. The check is renewed every :data:`RECHECK_EVERY` messages (asking the API
+reads the environment, ~1 us), so a provider configured later is used from then on (the cost of
+all this is in bench/passthrough.py).
 """
 
 from __future__ import annotations
@@ -22,9 +26,16 @@ from typing import Any, Protocol
 from kstream.headers import TRACEPARENT, get
 from kstream.types import Record
 
+RECHECK_EVERY = 1000
+"""Messages between two checks of whether a tracer provider is configured."""
+
 
 class Tracing(Protocol):
     """Makes the span of one attempt of one message. Called from handler threads (or tasks)."""
+
+    def active(self) -> bool:
+        """Whether a span made now could be recorded (cheap: asked per message)."""
+        ...
 
     def span(self, name: str, msg: Record, attempt: int, replay_of: bytes | None) -> AbstractContextManager[bytes | None]:
         """A context manager around the attempt: the span is current inside it (handlers' own
@@ -41,9 +52,22 @@ class OtelTracing:
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self._trace = trace
+        self._given = provider is not None
+        self._proxy = trace.ProxyTracerProvider
+        self._active = False
+        self._countdown = 0
         self._tracer = (provider or trace.get_tracer_provider()).get_tracer("kstream")
         self._propagator = TraceContextTextMapPropagator()
         self._consumer = trace.SpanKind.CONSUMER
+
+    def active(self) -> bool:
+        self._countdown -= 1  # handler threads may race here: at worst one check more or less
+        if self._countdown > 0:
+            return self._active
+        self._countdown = RECHECK_EVERY
+        # The API hands out its proxy provider until an application sets a real one.
+        self._active = self._given or not isinstance(self._trace.get_tracer_provider(), self._proxy)
+        return self._active
 
     @contextmanager
     def span(self, name: str, msg: Record, attempt: int, replay_of: bytes | None) -> Iterator[bytes | None]:

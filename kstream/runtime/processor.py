@@ -25,7 +25,7 @@ from kstream.context import Context, Emit, Raw
 from kstream.errors import DecodeError, Permanent, RateLimited
 from kstream.kafka.port import Producer
 from kstream.limits import Limiter
-from kstream.metrics import NodeStats
+from kstream.metrics import HISTOGRAM_EVERY, NodeStats
 from kstream.retry import NO_RETRY, Retry
 from kstream.topology import KeyFunc, Node, Topology
 from kstream.tracing import Tracing
@@ -94,10 +94,13 @@ class NodeProcessor:
         if node.on_failure == "park_key":
             self._parked = dict(parked or {})
         self._fast = (not node.is_async and not node.takes_context and batch is None and limiter is None
-                      and self._plain is not None and hop_limit > 1 and self._parked is None and tracing is None)
+                      and self._plain is not None and hop_limit > 1 and self._parked is None)
         self.trashed = 0
         self.stats = stats
         self._tracing = tracing
+        if stats is not None:  # counting wraps the two entry points (and needs self.stats): without metrics nothing is paid
+            self.handle = self._handle_counted  # type: ignore[method-assign]
+            self.handle_async = self._handle_async_counted  # type: ignore[method-assign]
 
     # -- the two entry points -------------------------------------------------------------
 
@@ -107,20 +110,31 @@ class NodeProcessor:
         Retries wait in place (the partition waits: order holds), or, on a node with a retry
         topic, the message is handed to that topic with a due time and this returns False.
         """
-        stats = self.stats
-        if stats is None:
-            return self._handle_one(msg)
-        started = time.time()
-        trashed = self._handle_one(msg)
-        stats.done(msg, started)
-        return trashed
-
-    def _handle_one(self, msg: Record) -> bool:
-        if self._fast and msg.headers() is None:
+        if self._fast and msg.headers() is None and (self._tracing is None or not self._tracing.active()):
             return self._handle_plain(msg)
         if self._parked is not None and self._held_back(msg):
             return False
         return self._handle(msg, self._envelope(msg), None)
+
+    def _handle_counted(self, msg: Record) -> bool:
+        stats: NodeStats = self.stats  # type: ignore[assignment]
+        stats.seen += 1
+        if stats.seen % HISTOGRAM_EVERY != 1:  # the histograms sample (kstream.metrics)
+            return NodeProcessor.handle(self, msg)
+        started = time.time()
+        trashed = NodeProcessor.handle(self, msg)
+        stats.done(msg, started)
+        return trashed
+
+    async def _handle_async_counted(self, msg: Record) -> bool:
+        stats: NodeStats = self.stats  # type: ignore[assignment]
+        stats.seen += 1
+        if stats.seen % HISTOGRAM_EVERY != 1:
+            return await NodeProcessor.handle_async(self, msg)
+        started = time.time()
+        trashed = await NodeProcessor.handle_async(self, msg)
+        stats.done(msg, started)
+        return trashed
 
     def _handle(self, msg: Record, env: hdr.Envelope | None, failure: Exception | None) -> bool:
         """The general path; ``failure`` is a first attempt's error the fast path already saw."""
@@ -146,7 +160,7 @@ class NodeProcessor:
     def _attempt(self, msg: Record, env: hdr.Envelope, attempt: int) -> tuple[list[Planned], bytes | None]:
         """One try of the handler: its planned outputs, and the ``traceparent`` they carry
         (``None``: the input's, unchanged)."""
-        if self._tracing is None:
+        if self._tracing is None or not self._tracing.active():
             return self._call(msg, env, attempt), None
         with self._tracing.span(self.origin, msg, attempt, env.replay_of) as traceparent:
             return self._call(msg, env, attempt), traceparent
@@ -205,15 +219,6 @@ class NodeProcessor:
 
     async def handle_async(self, msg: Record) -> bool:
         """:meth:`handle` for an async handler; ``Retry.timeout`` cancels a hung attempt."""
-        stats = self.stats
-        if stats is None:
-            return await self._handle_async(msg)
-        started = time.time()
-        trashed = await self._handle_async(msg)
-        stats.done(msg, started)
-        return trashed
-
-    async def _handle_async(self, msg: Record) -> bool:
         if self._parked is not None and self._held_back(msg):
             return False
         env = self._envelope(msg)
@@ -223,7 +228,7 @@ class NodeProcessor:
         while True:
             attempt = env.attempt + len(history)
             try:
-                if self._tracing is None:
+                if self._tracing is None or not self._tracing.active():
                     planned, traceparent = await self._call_async(msg, env, attempt), None
                 else:
                     with self._tracing.span(self.origin, msg, attempt, env.replay_of) as traceparent:

@@ -97,6 +97,7 @@ class Worker:
             self.strategy = Concurrent(processor, flood, self.name, prefetch=node.prefetch, ordering=node.ordering,
                                        capacity=max(settings.buffer_size, 2 * node.prefetch), retry_topic=retry_topic)
         self.stats.in_flight = lambda: self.strategy.in_flight
+        self.stats.processed = lambda: self.strategy.processed
         self.stats.buffered = lambda: len(self._pending)
 
     @property

@@ -3,6 +3,7 @@ lines, health logic, tracing of a replay, and no OpenTelemetry import without th
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -10,18 +11,23 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from kstream import Permanent, Retry, Topology
+from kstream.errors import RateLimited
 from kstream.kafka.memory import MemoryRecord
 from kstream.logs import REDACTED, JsonFormatter, redact
 from kstream.metrics import AGE_BUCKETS, METRIC_NAMES, Metrics, partition_lag
 from kstream.runtime.health import Health
+from kstream.runtime.processor import NodeProcessor
 from kstream.runtime.worker import State
 from kstream.tracing import OtelTracing
+from tests.unit.fakes import FakeProducer, FakeRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "helm/kstream/dashboards/kstream.json"
@@ -56,11 +62,12 @@ def test_node_stats_count_histograms_and_lag() -> None:
     stats.done(rec, 1020.0)  # type: ignore[arg-type]
     stats.trashed += 1
     stats.in_flight = lambda: 4
+    stats.processed = lambda: 2
     metrics.set_lag("orders", "parse", {("t", 0): (5, 9), ("t", 1): (None, 3)})
     families = _families(metrics)
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
     node = (("node", "parse"), ("topology", "orders"))
-    assert samples[("kstream_records_in_total", node)] == 2
+    assert samples[("kstream_records_processed_total", node)] == 2
     assert samples[("kstream_records_trashed_total", node)] == 1
     assert samples[("kstream_in_flight_records", node)] == 4
     assert samples[("kstream_record_age_seconds_count", node)] == 2
@@ -207,3 +214,59 @@ print("ok")
     # Then tracing is off, the message flows with its traceparent passed on, nothing was imported
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+class _SlowLimiter:
+    """A rate limiter whose every acquire waits 5 ms."""
+
+    def __init__(self) -> None:
+        self.slowed: list[float | None] = []
+
+    def acquire(self) -> None:
+        time.sleep(0.005)
+
+    async def acquire_async(self) -> None:
+        await asyncio.sleep(0.005)
+
+    def slow_down(self, retry_after: float | None) -> None:
+        self.slowed.append(retry_after)
+
+    def close(self) -> None:
+        return None
+
+
+def test_the_processor_counts_each_outcome() -> None:
+    # Given a node that is rate limited once, fails once then passes, or fails for good
+    calls: dict[int, int] = {}
+
+    def handler(order: dict[str, Any]) -> dict[str, Any]:
+        n = calls[order["id"]] = calls.get(order["id"], 0) + 1
+        if order["id"] == 1 and n == 1:
+            raise RateLimited("429", retry_after=0.001)
+        if order["id"] == 2 and n == 1:
+            raise RuntimeError("hiccup")
+        if order["id"] == 3:
+            raise Permanent("broken")
+        return order
+
+    topology = Topology("shop")
+    topology.node("parse", source="shop.raw", to="erp.orders", retry=Retry(attempts=3, backoff=0.001))(handler)
+    topology.node("enrich", after="parse")(lambda order: order)
+    metrics = Metrics()
+    stats = metrics.node("shop", "parse")
+    producer = FakeProducer()
+    limiter = _SlowLimiter()
+    processor = NodeProcessor(topology, topology.get("parse"), namespace="ns", producer=producer, trash_topic="ns.trash",
+                              hop_limit=100, stop=threading.Event(), limiter=limiter, stats=stats)
+    # When four messages pass, one of them a replay from the Trash
+    for i in range(4):
+        headers = [("kstream-replay-of", b"entry-9")] if i == 0 else None
+        trashed = processor.handle(FakeRecord(value_=json.dumps({"id": i}).encode(), offset_=i, headers_=headers))
+        assert trashed is (i == 3)
+    # Then each outcome is counted once
+    assert (stats.seen, stats.records_out, stats.trashed, stats.retried, stats.rate_limited, stats.replayed) == \
+        (4, 3 * 2, 1, 1, 1, 1)
+    assert limiter.slowed == [0.001]
+    assert stats.limit_waits == 6 and stats.limit_wait_seconds >= 6 * 0.005  # one per attempt
+    # and the histograms sampled the first message of every HISTOGRAM_EVERY
+    assert sum(stats.duration_buckets) == 1 and sum(stats.age_buckets) == 1
