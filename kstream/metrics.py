@@ -80,7 +80,7 @@ class NodeStats:
     """One node's counters in one process. Written by the runtime, read by :class:`Metrics`."""
 
     __slots__ = ("age_buckets", "age_sum", "buffered", "commit_failures", "duration_buckets", "duration_sum",
-                 "in_flight", "limit_wait_seconds", "limit_waits", "node", "parked", "processed", "rate_limited",
+                 "hanging_sink", "in_flight", "limit_wait_seconds", "limit_waits", "node", "parked", "processed", "rate_limited",
                  "rebalances", "records_out", "replayed", "retried", "seen", "topology", "transactions_aborted",
                  "transactions_committed", "trashed")
 
@@ -102,6 +102,8 @@ class NodeStats:
         """Set by the worker, like ``processed`` and ``buffered``: read at scrape time, so the hot
         path keeps nothing up to date for them."""
         self.processed: Callable[[], int] = _zero
+        self.hanging_sink: Callable[[str, int, int | None], None] | None = None
+        """:meth:`Metrics.set_hanging` of the process's metrics (set by :meth:`Metrics.node`)."""
         self.buffered: Callable[[], int] = _zero
 
     def done(self, msg: Record, started: float, _now: Callable[[], float] = time.time,
@@ -118,6 +120,12 @@ class NodeStats:
             age = started - stamp * 0.001
             self.age_sum += age
             self.age_buckets[_bucket(AGE_BUCKETS, age)] += 1
+
+    def set_hanging(self, topic: str, partition: int, stuck_offset: int | None) -> None:
+        """For the runtime's hanging-transaction detector: see :meth:`Metrics.set_hanging`; a
+        no-op for a worker built without metrics."""
+        if self.hanging_sink is not None:
+            self.hanging_sink(topic, partition, stuck_offset)
 
     def waited(self, seconds: float) -> None:
         """The rate limiter made a call wait ``seconds``."""
@@ -148,7 +156,11 @@ class Metrics(Collector):
     def node(self, topology: str, node: str) -> NodeStats:
         """The stats of a node (the same object for the same node)."""
         with self._lock:
-            return self._nodes.setdefault((topology, node), NodeStats(topology, node))
+            stats = self._nodes.get((topology, node))
+            if stats is None:
+                stats = self._nodes[(topology, node)] = NodeStats(topology, node)
+                stats.hanging_sink = self.set_hanging
+            return stats
 
     def set_lag(self, topology: str, node: str, partitions: dict[Partition, tuple[int | None, int]]) -> None:
         """Per partition of the node's topics, the group's committed offset (None: never

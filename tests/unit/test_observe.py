@@ -92,6 +92,10 @@ def test_hanging_transactions_are_set_kept_and_cleared() -> None:
     assert stuck.value > 1000  # since epoch 100 s
     metrics.set_hanging("t", 2, None)
     assert _families(metrics)["kstream_hanging_transaction_offset"].samples == []
+    # and a worker reaches the same setter through its node's stats
+    metrics.node("o", "n").set_hanging("t", 0, 9)
+    [offset] = _families(metrics)["kstream_hanging_transaction_offset"].samples
+    assert offset.labels == {"topic": "t", "partition": "0"} and offset.value == 9
 
 
 def test_every_dashboard_query_names_a_metric_kstream_exports() -> None:
