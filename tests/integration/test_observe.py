@@ -297,3 +297,29 @@ def test_json_logs_name_the_record_never_its_payload_nor_a_secret(settings: Sett
     assert trash[0]["topic"] == f"{ns}.in" and trash[0]["offset"] == 0 and trash[0]["partition"] in (0, 1, 2)
     assert trash[0]["kstream_id"] == f"{ns}.in/{trash[0]['partition']}/0"
     assert trash[0]["level"] == "WARNING"
+
+
+def test_exactly_once_transactions_are_counted(settings: Settings) -> None:
+    # Given the chain in exactly-once mode, counting into metrics
+    ns = settings.namespace
+    topology = make_chain(f"{ns}.in", f"{ns}.out", exactly_once=True)
+    provision(topology, settings)
+    stop = threading.Event()
+    metrics = Metrics()
+    workers = [build_worker(topology, n, settings, stop, metrics=metrics) for n in topology.order()]
+    runner = threading.Thread(target=run_workers, args=(workers, stop), daemon=True)
+    runner.start()
+    try:
+        # When 20 orders pass
+        produce(settings.bootstrap_servers, f"{ns}.in",
+                [(f"k{i}", {"id": i, "key": f"k{i}", "seq": i, "amount": 1.0}) for i in range(20)])
+        assert len(consume(settings.bootstrap_servers, f"{ns}.out", count=20, timeout=90, committed=True)) == 20
+    finally:
+        stop.set()
+        runner.join(60)
+    # Then every node committed transactions and aborted none
+    for node in topology.order():
+        stats = metrics.node("chain", node)
+        assert stats.transactions_committed >= 1, node
+        assert stats.transactions_aborted == 0 and stats.commit_failures == 0, node
+        assert stats.processed() == 20 and stats.records_out == 20, node
