@@ -24,6 +24,10 @@ File layout::
 
     [kafka]                          # any librdkafka property, passed through
     "security.protocol" = "PLAINTEXT"
+
+    [observe]                        # kstream run: /metrics /healthz /readyz, logs, tracing
+    http_port = 9100
+    log_format = "json"
 """
 
 from __future__ import annotations

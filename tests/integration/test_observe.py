@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -323,3 +324,58 @@ def test_exactly_once_transactions_are_counted(settings: Settings) -> None:
         assert stats.transactions_committed >= 1, node
         assert stats.transactions_aborted == 0 and stats.commit_failures == 0, node
         assert stats.processed() == 20 and stats.records_out == 20, node
+
+
+def test_a_trash_replay_is_a_new_trace_linked_to_the_original(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    # Given the traced chain and an order with a traceparent that fails validation at enrich
+    monkeypatch.chdir(ROOT)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    ns = settings.namespace
+    topology = make_chain(f"{ns}.in", f"{ns}.out")
+    provision(topology, settings)
+    stop = threading.Event()
+    workers = [build_worker(topology, n, settings, stop, tracing=OtelTracing(provider)) for n in topology.order()]
+    runner = threading.Thread(target=run_workers, args=(workers, stop), daemon=True)
+    runner.start()
+
+    def cli_json(*args: str) -> dict[str, Any]:
+        result = CliRunner().invoke(cli, ["-b", settings.bootstrap_servers, "-n", ns, *args],
+                                    env={"CHAIN_SRC": f"{ns}.in", "CHAIN_DST": f"{ns}.out"}, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        parsed: dict[str, Any] = json.loads(result.stdout) if result.stdout.startswith("{") else {"out": result.stdout}
+        return parsed
+
+    def enrich_spans() -> list[Any]:
+        return [s for s in exporter.get_finished_spans() if s.name == "chain/enrich"]
+
+    try:
+        trace_id = "5bf92f3577b34da6a3ce929d0e0e4736"
+        p = Producer({"bootstrap.servers": settings.bootstrap_servers})
+        p.produce(f"{ns}.in", json.dumps({"id": 1, "key": "a", "seq": 1, "amount": "lots"}).encode(), b"a",
+                  headers=[("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01".encode())])
+        assert p.flush(30) == 0
+        wait_until(lambda: cli_json("trash", "list", "--json")["total"] == 1, timeout=60, what="the Trash entry")
+        entry = cli_json("trash", "list", "--json")["entries"][0]
+        assert len(enrich_spans()) == 1
+        # When the entry is replayed (it fails again: the payload is unchanged)
+        assert "replayed 1 entry" in cli_json("trash", "replay", entry["id"])["out"]
+        wait_until(lambda: len(enrich_spans()) == 2, timeout=60, what="the replay's span")
+    finally:
+        stop.set()
+        runner.join(60)
+    # Then the replay's span starts a new trace, linked to the span the failed message came from
+    parse = next(s for s in exporter.get_finished_spans() if s.name == "chain/parse")
+    first, replay = enrich_spans()
+    assert format(first.context.trace_id, "032x") == trace_id and first.parent.span_id == parse.context.span_id
+    assert replay.parent is None and replay.context.trace_id != first.context.trace_id
+    [link] = replay.links
+    assert (link.context.trace_id, link.context.span_id) == (parse.context.trace_id, parse.context.span_id)
+    assert link.attributes == {"kstream.replay_of": entry["id"]}
+    # and both attempts are marked failed
+    assert first.status.status_code.name == replay.status.status_code.name == "ERROR"
