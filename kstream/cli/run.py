@@ -36,7 +36,9 @@ def run(options: Options, app: str, nodes: tuple[str, ...], log_level: str, log_
     With --http-port the process serves Prometheus metrics on /metrics, liveness on /healthz
     (every poll loop turned within runtime.liveness_timeout) and readiness on /readyz (the
     cluster answers, every worker runs, not shutting down). With opentelemetry-api installed
-    (kstream[otel]) every message runs in a span continued from its traceparent header.
+    (kstream[otel]) and a tracer provider configured (the OpenTelemetry SDK, e.g. set up by APP's
+    module), every message runs in a span continued from its traceparent header; settings
+    observe.tracing = "off" turns that off.
     """
     settings = options.settings()
     observe = settings.observe.model_copy(update={k: v for k, v in (("log_format", log_format), ("http_port", http_port))
