@@ -38,6 +38,8 @@ bench: venv
 	$(BIN)/python -m bench.prefetch
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.passthrough
+	$(BIN)/python -m bench.passthrough --contenders kstream-bytes,kstream-bytes-metrics,kstream-bytes-tracing,kstream-bytes-tracing-sdk --name passthrough-observe
+	$(BIN)/python -m bench.observe_cost
 	$(BIN)/python -m bench.ratelimit
 	$(BIN)/python -m bench.report
 

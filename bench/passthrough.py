@@ -10,6 +10,18 @@ fresh consumer group and writes it to its own output topic. Contenders:
   commit of the consumed offsets. Producer and consumer settings are kstream's defaults.
 * ``kstream-bytes``: a kstream node ``def passthrough(v: bytes) -> bytes: return v``.
 * ``kstream-dict``: the same with ``dict`` payloads (orjson decode + encode), informational.
+* ``kstream-bytes-metrics``: ``kstream-bytes`` counting into :class:`kstream.metrics.Metrics`
+  (what ``kstream run --http-port`` does; nothing scrapes meanwhile).
+* ``kstream-bytes-tracing``: ``kstream-bytes`` with OpenTelemetry tracing on and no exporter
+  (the API's default provider, as with ``kstream[otel]`` and no SDK configured).
+* ``kstream-bytes-tracing-sdk``: tracing into an OpenTelemetry SDK ``TracerProvider`` with no
+  span processor (every span made and recorded, then dropped), informational.
+
+The cost of metrics and tracing is the ratio of those two to ``kstream-bytes`` within each round
+(``observe_ratios`` in the results):
+
+    .venv/bin/python -m bench.passthrough --contenders kstream-bytes,kstream-bytes-metrics,kstream-bytes-tracing \
+        --name passthrough-observe
 
 Prints a table and the ratios kstream/raw; writes ``bench/results/passthrough.json``. See
 bench/README.md for how the figures are measured.
@@ -116,7 +128,7 @@ def raw(bootstrap: str, source: str, output: str) -> Contender:
     return run
 
 
-def _kstream(payload: str) -> ContenderFactory:
+def _kstream(payload: str, *, metrics: bool = False, tracing: bool = False, sdk: bool = False) -> ContenderFactory:
     def factory(bootstrap: str, source: str, output: str) -> Contender:
         from kstream.app import build_worker, run_workers
         from kstream.config import load_settings
@@ -138,7 +150,18 @@ def _kstream(payload: str) -> ContenderFactory:
         settings = load_settings(environ={}, overrides={"bootstrap_servers": bootstrap, "namespace": namespace})
 
         def run(stop: threading.Event) -> None:
-            worker = build_worker(topology, "pass", settings, stop)
+            from kstream.metrics import Metrics
+            from kstream.tracing import otel_tracing
+
+            provider = None
+            if sdk:
+                from opentelemetry.sdk.trace import TracerProvider
+
+                provider = TracerProvider()
+            traced = otel_tracing(provider) if tracing else None
+            if tracing and traced is None:
+                raise RuntimeError("kstream-bytes-tracing needs opentelemetry-api (pip install -e '.[otel]')")
+            worker = build_worker(topology, "pass", settings, stop, metrics=Metrics() if metrics else None, tracing=traced)
             if not run_workers([worker], stop):
                 raise RuntimeError(f"worker ended in state {worker.state}")
 
@@ -151,6 +174,9 @@ CONTENDERS: dict[str, ContenderFactory] = {
     "raw": raw,
     "kstream-bytes": _kstream("bytes"),
     "kstream-dict": _kstream("dict"),
+    "kstream-bytes-metrics": _kstream("bytes", metrics=True),
+    "kstream-bytes-tracing": _kstream("bytes", tracing=True),
+    "kstream-bytes-tracing-sdk": _kstream("bytes", tracing=True, sdk=True),
 }
 
 
@@ -182,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=6, help="partitions of every topic (default 6)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds; who goes first rotates, medians reported (default 3)")
     ap.add_argument("--warmup", type=int, default=20_000, help="messages of the unrecorded warm-up round (0: none)")
-    ap.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated subset of " + ", ".join(CONTENDERS))
+    ap.add_argument("--contenders", default="raw,kstream-bytes,kstream-dict",
+                    help="comma-separated subset of " + ", ".join(CONTENDERS) + " (default raw,kstream-bytes,kstream-dict)")
+    ap.add_argument("--name", default="passthrough", help="results file bench/results/NAME.json (default passthrough)")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONTENDERS]
@@ -231,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     # The same ratio within each round (contenders of one round share the box's conditions).
     round_ratios = {f"{n}/raw": [round(a.msgs_per_s / b.msgs_per_s, 3) for a, b in zip(runs[n], runs["raw"], strict=True)]
                     for n in names if n != "raw" and "raw" in runs}
+    # Metrics and tracing against the plain node, round by round (same box conditions).
+    observe_ratios = {f"{n}/kstream-bytes": [round(a.msgs_per_s / b.msgs_per_s, 3)
+                                             for a, b in zip(runs[n], runs["kstream-bytes"], strict=True)]
+                      for n in names if n.startswith(("kstream-bytes-metrics", "kstream-bytes-tracing")) and "kstream-bytes" in runs}
+    for key, values in observe_ratios.items():
+        print(f"{key}: per round {', '.join(f'{v:.3f}' for v in values)}; median {sorted(values)[len(values) // 2]:.3f}")
     rows = []
     for n in names:
         med = medians[n]
@@ -248,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         per_round = ", ".join(f"{r:.2f}" for r in round_ratios["kstream-bytes/raw"])
         print(f"\nkstream-bytes/raw = {ratios['kstream-bytes/raw']:.2f} (target >= {TARGET_RATIO}): {'met' if ok else 'NOT met'}"
               f"; per round: {per_round}")
-    path = write_json("passthrough", {
+    path = write_json(args.name, {
         "benchmark": "passthrough",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {
@@ -263,11 +297,23 @@ def main(argv: list[str] | None = None) -> int:
         "median": medians,
         "ratios": ratios,
         "round_ratios": round_ratios,
+        "observe_ratios": observe_ratios,
+        "commit": _commit(),
         "target_ratio": TARGET_RATIO,
         "runs": [m.as_dict() for n in names for m in runs[n]],
     })  # fmt: skip
     print(f"results: {path}")
     return 0
+
+
+def _commit() -> str:
+    """The commit measured, ``+dirty`` when the tree had changes (such figures are not figures)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=False).stdout.strip()
+
+    return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 if __name__ == "__main__":

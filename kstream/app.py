@@ -25,11 +25,14 @@ from kstream.kafka.confluent import (
 )
 from kstream.kafka.port import TopicPartition
 from kstream.limits import GlobalRateLimiter, Limiter
+from kstream.metrics import Metrics
 from kstream.naming import group_id
 from kstream.provision import retry_topic_of, wanted
+from kstream.runtime.health import ClusterWatch, Health, HttpEndpoint
 from kstream.runtime.processor import NodeProcessor
 from kstream.runtime.worker import State, Worker
 from kstream.topology import Topology
+from kstream.tracing import Tracing, otel_tracing
 from kstream.trash import blocking_keys
 from kstream.trash_store import TrashStore
 from kstream.txns import Hanging, HangingWatch
@@ -65,12 +68,15 @@ def limiter(service: str, settings: Settings) -> GlobalRateLimiter:
 
 
 def build_worker(topology: Topology, name: str, settings: Settings, stop: threading.Event,
-                 limiters: dict[str, GlobalRateLimiter] | None = None, *, transactional_id: str | None = None) -> Worker:
+                 limiters: dict[str, GlobalRateLimiter] | None = None, *, metrics: Metrics | None = None,
+                 tracing: Tracing | None = None, transactional_id: str | None = None) -> Worker:
     """A worker for node ``name``: its own consumer (group ``{ns}.{topology}.{node}``) and producer.
 
     Workers built with the same ``limiters`` dict share one rate limiter per service (one
     member of its limits group per process); :func:`run_workers` closes them at the end.
-    ``transactional_id``: reuse a failed worker's (exactly-once), so the new producer fences it.
+    With ``metrics`` the node counts into ``metrics.node(topology, name)``; with ``tracing``
+    each attempt of a message runs in a span (:func:`tracing_of`). ``transactional_id``: reuse
+    a failed worker's (exactly-once), so the new producer fences it.
     """
     node = topology.get(name)
     ns = settings.namespace
@@ -109,6 +115,7 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
         topology, node, namespace=ns, encoders=schema_encoders, producer=prod, trash_topic=settings.trash_topic,
         hop_limit=settings.hop_limit, stop=stop, retry_topic=retry, batch=batch, parked=parked,
         limiter=limits.get(node.limit) if node.limit else None,
+        stats=metrics.node(topology.name, name) if metrics is not None else None, tracing=tracing,
     )
     consumer = KafkaConsumer(settings.bootstrap_servers, group, kafka)
     topics = [node.input_topic(ns)] + ([retry] if retry else [])
@@ -116,6 +123,40 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
                   transactions=prod if isinstance(prod, KafkaWorkerProducer) else None,
                   status_topic=_status_topic(settings, f"{topology.name}/{name}"),
                   transactional_id=txn_id if exactly_once else None)
+
+
+def tracing_of(settings: Settings) -> Tracing | None:
+    """OpenTelemetry tracing unless ``observe.tracing`` is off or ``kstream[otel]`` is not installed."""
+    return None if settings.observe.tracing == "off" else otel_tracing()
+
+
+class Observer:
+    """The HTTP endpoint of a worker process and the cluster probe behind its lag metrics and
+    readiness (:mod:`kstream.runtime.health`). ``close`` stops both."""
+
+    def __init__(self, topology: Topology, workers: Sequence[Worker], settings: Settings, metrics: Metrics,
+                 stop: threading.Event) -> None:
+        port = settings.observe.http_port
+        if port is None:
+            raise ConfigError("observe.http_port is not set: no HTTP endpoint to serve")
+        self.watch = ClusterWatch(admin(settings, timeout=max(5.0, settings.observe.probe_interval)), topology,
+                                  [w.processor.node.name for w in workers], settings.namespace, metrics,
+                                  interval=settings.observe.probe_interval)
+        self.health = Health(workers, stop, self.watch, liveness_timeout=settings.runtime.liveness_timeout)
+        try:
+            self.endpoint = HttpEndpoint(metrics, self.health, host=settings.observe.http_host, port=port)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve HTTP on {settings.observe.http_host}:{port}: {exc.strerror}") from None
+        self.watch.start()
+        self.endpoint.start()
+
+    @property
+    def port(self) -> int:
+        return self.endpoint.port
+
+    def close(self) -> None:
+        self.watch.close()
+        self.endpoint.close()
 
 
 def _status_topic(settings: Settings, origin: str) -> str | None:
@@ -136,7 +177,7 @@ Rebuild = Callable[[Worker], Worker]
 """Builds a replacement for a failed exactly-once worker (same node, same ``transactional.id``)."""
 
 
-def run_workers(workers: Sequence[Worker], stop: threading.Event, rebuild: Rebuild | None = None) -> bool:
+def run_workers(workers: list[Worker], stop: threading.Event, rebuild: Rebuild | None = None) -> bool:
     """Run every worker on its own thread until ``stop`` is set or one fails.
 
     Returns True when all stopped cleanly. A failing worker stops the others: a process runs
@@ -147,7 +188,7 @@ def run_workers(workers: Sequence[Worker], stop: threading.Event, rebuild: Rebui
     resumes from the group's committed offsets.
     """
     errors: list[BaseException] = []
-    current = list(workers)
+    current = workers  # a replaced worker takes its predecessor's place (health checks read the list)
 
     def target(i: int) -> None:
         while True:
@@ -196,8 +237,9 @@ class HangingMonitor:
     cannot reach the cluster is skipped (the worker reports outages itself)."""
 
     def __init__(self, client: KafkaAdmin, topics: Sequence[str], *, interval: float, after: float,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, metrics: Metrics | None = None) -> None:
         self._client = client
+        self._metrics = metrics
         self._topics = list(topics)
         self._interval = interval
         self._stop = stop
@@ -218,8 +260,12 @@ class HangingMonitor:
         new, gone = self._watch.observe(self._client.stable_offsets(self._topics), now)
         for h in new:
             log.error("%s", h.line(now))
+            if self._metrics is not None:
+                self._metrics.set_hanging(h.topic, h.partition, h.offset)
         for h in gone:
             log.warning("transaction on %s[%d] at offset %d is no longer hanging", h.topic, h.partition, h.offset)
+            if self._metrics is not None:
+                self._metrics.set_hanging(h.topic, h.partition, None)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -229,12 +275,14 @@ class HangingMonitor:
                 log.debug("hanging-transaction check skipped: %s", exc)
 
 
-def hanging_monitor(topology: Topology, settings: Settings, stop: threading.Event) -> HangingMonitor:
-    """A (not yet started) :class:`HangingMonitor` over every topic ``topology`` reads or writes."""
+def hanging_monitor(topology: Topology, settings: Settings, stop: threading.Event,
+                    metrics: Metrics | None = None) -> HangingMonitor:
+    """A (not yet started) :class:`HangingMonitor` over every topic ``topology`` reads or writes;
+    with ``metrics``, hanging partitions also show as ``kstream_hanging_transaction_*`` gauges."""
     rt = settings.runtime
     return HangingMonitor(admin(settings, timeout=min(10.0, rt.hanging_check_interval)),
                           [w.name for w in wanted(topology, settings)],
-                          interval=rt.hanging_check_interval, after=rt.hanging_after, stop=stop)
+                          interval=rt.hanging_check_interval, after=rt.hanging_after, stop=stop, metrics=metrics)
 
 
 def trash_store(settings: Settings, *, batch_size: int = 500) -> TrashStore:

@@ -30,6 +30,10 @@ File layout::
     username = "..."                 # basic auth, optional (env KSTREAM_SCHEMA_REGISTRY_USERNAME/_PASSWORD)
     subject_strategy = "topic"       # "topic" (TOPIC-value), "record", "topic_record"
     compatibility = "BACKWARD"       # the mode set on subjects kstream creates
+
+    [observe]                        # kstream run: /metrics /healthz /readyz, logs, tracing
+    http_port = 9100
+    log_format = "json"
 """
 
 from __future__ import annotations
@@ -113,6 +117,21 @@ class RuntimeSettings(_Frozen):
     long holds an open transaction nobody will end (a hanging transaction): reported loudly.
     Keep it above the longest ``transaction.timeout.ms`` of any producer of the topics (kstream's
     is 60 s) plus a margin; a live transaction is never open longer than its timeout."""
+    liveness_timeout: float = Field(default=60.0, gt=0)
+    """``/healthz`` fails when a worker's poll loop has not turned for this many seconds."""
+
+
+class ObserveSettings(_Frozen):
+    """The worker's HTTP endpoint, log format and tracing (``[observe]`` in the file)."""
+
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of ``/metrics``, ``/healthz`` and ``/readyz`` of ``kstream run``; None: no endpoint."""
+    http_host: str = "0.0.0.0"  # noqa: S104  (a pod's probes and Prometheus come from outside)
+    log_format: Literal["text", "json"] = "text"
+    tracing: Literal["auto", "off"] = "auto"
+    """auto: spans through OpenTelemetry when ``opentelemetry-api`` is installed (``kstream[otel]``)."""
+    probe_interval: float = Field(default=5.0, gt=0)
+    """Seconds between two reads of the cluster: lag metrics, and readiness (reachable or not)."""
 
 
 class LimitSpec(_Frozen):
@@ -161,6 +180,7 @@ class Settings(_Frozen):
     hop_limit: int = Field(default=100, ge=1)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    observe: ObserveSettings = Field(default_factory=ObserveSettings)
     kafka: dict[str, str] = Field(default_factory=dict)
     """librdkafka properties passed to every client, after kstream's own defaults."""
     limits: dict[str, LimitSpec] = Field(default_factory=dict)

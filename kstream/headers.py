@@ -63,6 +63,8 @@ class Envelope:
     """Headers passed on unchanged to outputs (``traceparent`` and any foreign ones)."""
     attempts: bytes | None = None
     """Raw ``kstream-attempts`` of a retried message; parsed only when it fails again."""
+    replay_of: bytes | None = None
+    """The Trash entry id of a replayed message (``kstream-replay-of``)."""
 
     def history(self) -> list[Attempt]:
         """The failed tries before this one (carried through the retry topic)."""
@@ -103,6 +105,7 @@ def read(headers: HeaderList | None, topic: str, partition: int, offset: int) ->
     """Parse an input's headers; raises ``ValueError`` on a kstream header that makes no sense."""
     message_id = workflow = None
     attempts: bytes | None = None
+    replay_of: bytes | None = None
     hops = 0
     attempt = 1
     carried: HeaderList = []
@@ -122,9 +125,11 @@ def read(headers: HeaderList | None, topic: str, partition: int, offset: int) ->
                 attempt = int(value)
             elif name == ATTEMPTS:
                 attempts = value
+            elif name == REPLAY_OF:
+                replay_of = value
         if hops < 0 or attempt < 1:
             raise ValueError(f"header {HOPS}={hops} / {ATTEMPT}={attempt} out of range")
-    return Envelope(message_id or f"{topic}/{partition}/{offset}", workflow, hops, attempt, carried, attempts)
+    return Envelope(message_id or f"{topic}/{partition}/{offset}", workflow, hops, attempt, carried, attempts, replay_of)
 
 
 def for_retry(msg: Record, *, attempt: int, due_ms: int, history: list[Attempt]) -> HeaderList:

@@ -13,8 +13,10 @@ from kstream.app import admin, status_reader
 from kstream.cli.common import Options, app_argument, pass_options, topology_of
 from kstream.kafka.confluent import KafkaAdmin
 from kstream.kafka.port import Admin, GroupLag
+from kstream.lag import node_lag, node_topics
+from kstream.metrics import partition_lag
 from kstream.naming import group_id
-from kstream.provision import retry_topic_of, wanted
+from kstream.provision import wanted
 from kstream.runtime.status import LIVE_FOR, in_flight_by_node
 from kstream.topology import Topology
 from kstream.txns import Hanging, remedy
@@ -39,7 +41,7 @@ class Sample:
 
     @property
     def lag(self) -> int:
-        return sum(max(0, p.end - (p.committed or 0)) for p in self.parts)
+        return sum(partition_lag(p.committed, p.end) for p in self.parts)
 
 
 @dataclass(frozen=True)
@@ -63,26 +65,21 @@ class NodeLag:
         return max(0, delta) / (self.last.at - self.first.at)
 
 
-def _sample(client: Admin, group: str, topics: list[str]) -> Sample:
-    parts: list[GroupLag] = []
-    for topic in topics:
-        parts += client.lag(group, topic)
-    return Sample(time.monotonic(), parts)
+def _sample(client: Admin, topology: Topology, name: str, namespace: str) -> Sample:
+    # The same reading as the workers' kstream_consumer_lag_records metric (kstream.lag).
+    return Sample(time.monotonic(), node_lag(client, topology, name, namespace))
 
 
 def measure(client: Admin, topology: Topology, namespace: str, interval: float) -> list[NodeLag]:
     """Lag of every node (topology order), with rates over ``interval`` seconds (0: no rates)."""
-    targets = []
-    for name in topology.order():
-        node = topology.nodes[name]
-        retry = retry_topic_of(topology, name, namespace)
-        targets.append((name, group_id(namespace, topology.name, name), [node.input_topic(namespace), *([retry] if retry else [])]))
+    targets = [(name, group_id(namespace, topology.name, name), node_topics(topology, name, namespace))
+               for name in topology.order()]
     started = time.monotonic()
-    first = [_sample(client, group, topics) for _, group, topics in targets]
+    first = [_sample(client, topology, name, namespace) for name, _, _ in targets]
     if interval <= 0:
         return [NodeLag(n, g, t, s, None) for (n, g, t), s in zip(targets, first, strict=True)]
     time.sleep(max(0.0, started + interval - time.monotonic()))  # the interval itself: rates need two samples
-    last = [_sample(client, group, topics) for _, group, topics in targets]
+    last = [_sample(client, topology, name, namespace) for name, _, _ in targets]
     return [NodeLag(n, g, t, a, b) for (n, g, t), a, b in zip(targets, first, last, strict=True)]
 
 
@@ -124,7 +121,7 @@ def _json(nodes: list[NodeLag], topology: Topology, interval: float, hanging: li
             "node": n.node, "group": n.group, "topics": n.topics, "lag": n.lag, "rate_in": n.rate("in"),
             "rate_out": n.rate("out"), "in_flight": n.in_flight, "bottleneck": n.node == worst,
             "partitions": [{"topic": p.topic, "partition": p.partition, "committed": p.committed, "end": p.end,
-                            "lag": max(0, p.end - (p.committed or 0))} for p in (n.last or n.first).parts],
+                            "lag": partition_lag(p.committed, p.end)} for p in (n.last or n.first).parts],
         } for n in nodes],
     }
 

@@ -9,10 +9,12 @@ from types import FrameType
 
 import click
 
-from kstream.app import admin, build_worker, hanging_monitor, run_workers
-from kstream.cli.common import Options, app_argument, pass_options, setup_logging, topology_of
+from kstream import logs
+from kstream.app import Observer, admin, build_worker, hanging_monitor, run_workers, tracing_of
+from kstream.cli.common import Options, app_argument, pass_options, topology_of
 from kstream.errors import NotFound
 from kstream.limits import GlobalRateLimiter
+from kstream.metrics import Metrics
 from kstream.runtime.worker import Worker
 
 
@@ -26,8 +28,13 @@ def _overdue(budget: float) -> None:
 @app_argument
 @click.option("--node", "nodes", multiple=True, metavar="NAME", help="Run only this node (repeatable). Default: all.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log-format", type=click.Choice(["text", "json"]),
+              help="Log lines as text or one JSON object per line (default: observe.log_format, text).")
+@click.option("--http-port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Serve /metrics, /healthz and /readyz on this port (default: observe.http_port; off).")
 @pass_options
-def run(options: Options, app: str, nodes: tuple[str, ...], log_level: str) -> None:
+def run(options: Options, app: str, nodes: tuple[str, ...], log_level: str, log_format: str | None,  # noqa: PLR0917
+        http_port: int | None) -> None:
     """Run workers for the nodes of APP until SIGINT/SIGTERM.
 
     Each node is its own consumer group ({ns}.{topology}.{node}); run the same node in several
@@ -38,10 +45,20 @@ def run(options: Options, app: str, nodes: tuple[str, ...], log_level: str) -> N
     Exits 1 within 10 s, with one line, when the cluster cannot be reached or an input topic is
     missing at start; a running worker rides out an outage of up to
     runtime.broker_outage_timeout (5 min), taking no input meanwhile.
+
+    With --http-port the process serves Prometheus metrics on /metrics, liveness on /healthz
+    (every poll loop turned within runtime.liveness_timeout) and readiness on /readyz (the
+    cluster answers, every worker runs, not shutting down). With opentelemetry-api installed
+    (kstream[otel]) and a tracer provider configured (the OpenTelemetry SDK, e.g. set up by APP's
+    module), every message runs in a span continued from its traceparent header; settings
+    observe.tracing = "off" turns that off.
     """
-    setup_logging(log_level)
-    topology = topology_of(app)
     settings = options.settings()
+    observe = settings.observe.model_copy(update={k: v for k, v in (("log_format", log_format), ("http_port", http_port))
+                                                  if v is not None})
+    settings = settings.model_copy(update={"observe": observe})
+    logs.setup(log_level, observe.log_format)
+    topology = topology_of(app)
     names = list(nodes) or topology.order()
     # One line within 10 s when the cluster cannot be reached or an input is missing, rather
     # than workers that idle: the outage handling of running workers starts once they ran.
@@ -52,7 +69,14 @@ def run(options: Options, app: str, nodes: tuple[str, ...], log_level: str) -> N
         raise NotFound(f"topic {missing[0]} does not exist (kstream topics apply {app} creates it)")
     stop = threading.Event()
     limiters: dict[str, GlobalRateLimiter] = {}  # one per service, shared by this process's workers
-    workers = [build_worker(topology, name, settings, stop, limiters) for name in names]
+    metrics = Metrics() if observe.http_port is not None else None
+    tracing = tracing_of(settings)
+    workers = [build_worker(topology, name, settings, stop, limiters, metrics=metrics, tracing=tracing) for name in names]
+    observer = Observer(topology, workers, settings, metrics, stop) if metrics is not None else None
+
+    def rebuild(old: Worker) -> Worker:
+        return build_worker(topology, old.processor.node.name, settings, stop, limiters, metrics=metrics,
+                            tracing=tracing, transactional_id=old.transactional_id)
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():  # the second signal: leave now; uncommitted messages are redelivered
@@ -69,11 +93,12 @@ def run(options: Options, app: str, nodes: tuple[str, ...], log_level: str) -> N
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    def rebuild(old: Worker) -> Worker:
-        return build_worker(topology, old.processor.node.name, settings, stop, limiters,
-                            transactional_id=old.transactional_id)
-
-    click.echo(f"running {', '.join(names)} of {topology.name} on {settings.bootstrap_servers}", err=True)
-    hanging_monitor(topology, settings, stop).start()
-    run_workers(workers, stop, rebuild)
+    click.echo(f"running {', '.join(names)} of {topology.name} on {settings.bootstrap_servers}"
+               + (f"; http on port {observer.port}" if observer is not None else ""), err=True)
+    hanging_monitor(topology, settings, stop, metrics).start()
+    try:
+        run_workers(workers, stop, rebuild)
+    finally:
+        if observer is not None:
+            observer.close()
     click.echo("stopped", err=True)

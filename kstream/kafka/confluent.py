@@ -551,7 +551,7 @@ class KafkaAdmin:
         if tmeta is None or tmeta.error is not None:
             return []
         consumer = confluent_kafka.Consumer({**self._kafka, "bootstrap.servers": self._bootstrap, "group.id": group,
-                                             "enable.auto.commit": "false"})
+                                             "enable.auto.commit": "false", "logger": _LIBRDKAFKA_LOG})
         try:
             parts = [CkTopicPartition(topic, p) for p in sorted(tmeta.partitions)]
             committed = consumer.committed(parts, timeout=self._timeout)

@@ -25,9 +25,11 @@ from kstream.context import Context, Emit, Raw
 from kstream.errors import DecodeError, Permanent, RateLimited
 from kstream.kafka.port import Producer
 from kstream.limits import Limiter
+from kstream.metrics import HISTOGRAM_EVERY, NodeStats
 from kstream.retry import NO_RETRY, Retry
 from kstream.runtime.gate import CommitGate
 from kstream.topology import KeyFunc, Node, Topology
+from kstream.tracing import Tracing
 from kstream.trash import REASON_HOP_LIMIT, REASON_PARKED, TrashCodec, TrashEntry, failure_entry
 from kstream.types import Attempt, Record
 
@@ -61,6 +63,8 @@ class NodeProcessor:
         batch: BatchRunner | None = None,
         parked: dict[bytes | None, str] | None = None,
         encoders: Mapping[str, Callable[[Any], bytes]] | None = None,
+        stats: NodeStats | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.node = node
         self.topology = topology.name
@@ -77,6 +81,7 @@ class NodeProcessor:
         self.by_name: dict[str, Route] = {n.name: (n.input_topic(namespace), n.key) for n in topology.nodes.values()}
         self.retry: Retry = node.retry or NO_RETRY
         self.log = logging.getLogger(f"kstream.node.{topology.name}.{node.name}")
+        self._log_node = {"topology": topology.name, "node": node.name}
         self._producer = producer
         self._produce = producer.produce
         self._trash_topic = trash_topic
@@ -98,6 +103,11 @@ class NodeProcessor:
         self.trashed = 0
         self.gate = CommitGate()
         """Waits of the sync path (retry backoff, rate limit) open it: the worker may commit meanwhile."""
+        self.stats = stats
+        self._tracing = tracing
+        if stats is not None:  # counting wraps the two entry points (and needs self.stats): without metrics nothing is paid
+            self.handle = self._handle_counted  # type: ignore[method-assign]
+            self.handle_async = self._handle_async_counted  # type: ignore[method-assign]
 
     # -- the two entry points -------------------------------------------------------------
 
@@ -107,32 +117,45 @@ class NodeProcessor:
         Retries wait in place (the partition waits: order holds), or, on a node with a retry
         topic, the message is handed to that topic with a due time and this returns False.
         """
-        if self._fast and msg.headers() is None:
+        if self._fast and msg.headers() is None and (self._tracing is None or not self._tracing.active()):
             return self._handle_plain(msg)
         if self._parked is not None and self._held_back(msg):
             return False
         return self._handle(msg, self._envelope(msg), None)
 
+    def _handle_counted(self, msg: Record) -> bool:
+        stats: NodeStats = self.stats  # type: ignore[assignment]
+        stats.seen += 1
+        if stats.seen % HISTOGRAM_EVERY != 1:  # the histograms sample (kstream.metrics)
+            return NodeProcessor.handle(self, msg)
+        started = time.time()
+        trashed = NodeProcessor.handle(self, msg)
+        stats.done(msg, started)
+        return trashed
+
+    async def _handle_async_counted(self, msg: Record) -> bool:
+        stats: NodeStats = self.stats  # type: ignore[assignment]
+        stats.seen += 1
+        if stats.seen % HISTOGRAM_EVERY != 1:
+            return await NodeProcessor.handle_async(self, msg)
+        started = time.time()
+        trashed = await NodeProcessor.handle_async(self, msg)
+        stats.done(msg, started)
+        return trashed
+
     def _handle(self, msg: Record, env: hdr.Envelope | None, failure: Exception | None) -> bool:
         """The general path; ``failure`` is a first attempt's error the fast path already saw."""
         if env is None:
             return True
-        fn, takes_context, decode, limiter = self._fn, self.node.takes_context, self.node.decode, self.limiter
         history: list[Attempt] = []
         while True:
             if failure is None:
-                ctx = self._context(msg, env, env.attempt + len(history)) if takes_context else None
                 try:
-                    payload = decode(msg.value())
-                    if limiter is not None:
-                        with self.gate.waiting():
-                            limiter.acquire()
-                    result = fn(payload, ctx) if ctx is not None else fn(payload)
-                    planned = self._plan(msg, env, result, ctx)
+                    planned, traceparent = self._attempt(msg, env, env.attempt + len(history))
                 except Exception as exc:  # noqa: BLE001  (every failure is the message's, not ours)
                     failure = exc
                 else:
-                    self._send(planned, env)
+                    self._send(planned, env, traceparent)
                     return False
             outcome = self._failed(msg, env, failure, history)
             failure = None
@@ -142,6 +165,36 @@ class NodeProcessor:
                 stopped = self._stop.wait(outcome)
             if stopped:
                 raise Abandoned(env.message_id) from None
+
+    def _attempt(self, msg: Record, env: hdr.Envelope, attempt: int) -> tuple[list[Planned], bytes | None]:
+        """One try of the handler: its planned outputs, and the ``traceparent`` they carry
+        (``None``: the input's, unchanged)."""
+        if self._tracing is None or not self._tracing.active():
+            return self._call(msg, env, attempt), None
+        with self._tracing.span(self.origin, msg, attempt, env.replay_of) as traceparent:
+            return self._call(msg, env, attempt), traceparent
+
+    def _call(self, msg: Record, env: hdr.Envelope, attempt: int) -> list[Planned]:
+        ctx = self._context(msg, env, attempt) if self.node.takes_context else None
+        payload = self.node.decode(msg.value())
+        if self.limiter is not None:
+            self._acquire(self.limiter)
+        result = self._fn(payload, ctx) if ctx is not None else self._fn(payload)
+        return self._plan(msg, env, result, ctx)
+
+    def _acquire(self, limiter: Limiter) -> None:
+        with self.gate.waiting():  # waiting for a share: the worker may commit meanwhile
+            if self.stats is None:
+                limiter.acquire()
+                return
+            started = time.monotonic()
+            limiter.acquire()
+        self._waited(time.monotonic() - started)
+
+    def _waited(self, seconds: float) -> None:
+        # Under a millisecond is the limiter's own bookkeeping, not a wait for the service.
+        if self.stats is not None and seconds >= 0.001:
+            self.stats.waited(seconds)
 
     def _handle_plain(self, msg: Record) -> bool:
         """The hot path: a record without headers (from an external producer) into a plain sync
@@ -170,6 +223,8 @@ class NodeProcessor:
         produce = self._produce
         for topic in self._plain:  # type: ignore[union-attr]
             produce(topic, data, key, [new_id(), *base])
+        if self.stats is not None:
+            self.stats.records_out += len(self._plain)  # type: ignore[arg-type]
         return False
 
     async def handle_async(self, msg: Record) -> bool:
@@ -179,26 +234,35 @@ class NodeProcessor:
         env = self._envelope(msg)
         if env is None:
             return True
-        fn, takes_context, decode, limiter = self._fn, self.node.takes_context, self.node.decode, self.limiter
-        timeout = self.retry.timeout
         history: list[Attempt] = []
         while True:
-            ctx = self._context(msg, env, env.attempt + len(history)) if takes_context else None
+            attempt = env.attempt + len(history)
             try:
-                payload = decode(msg.value())
-                if limiter is not None:
-                    await limiter.acquire_async()
-                call = fn(payload, ctx) if ctx is not None else fn(payload)
-                result = await (asyncio.wait_for(call, timeout) if timeout else call)
-                planned = self._plan(msg, env, result, ctx)
+                if self._tracing is None or not self._tracing.active():
+                    planned, traceparent = await self._call_async(msg, env, attempt), None
+                else:
+                    with self._tracing.span(self.origin, msg, attempt, env.replay_of) as traceparent:
+                        planned = await self._call_async(msg, env, attempt)
             except Exception as exc:  # noqa: BLE001
                 outcome = self._failed(msg, env, exc, history)
                 if isinstance(outcome, bool):
                     return outcome
                 await self._sleep(outcome, env)
                 continue
-            self._send(planned, env)
+            self._send(planned, env, traceparent)
             return False
+
+    async def _call_async(self, msg: Record, env: hdr.Envelope, attempt: int) -> list[Planned]:
+        ctx = self._context(msg, env, attempt) if self.node.takes_context else None
+        payload = self.node.decode(msg.value())
+        if self.limiter is not None:
+            started = time.monotonic()
+            await self.limiter.acquire_async()
+            self._waited(time.monotonic() - started)
+        call = self._fn(payload, ctx) if ctx is not None else self._fn(payload)
+        timeout = self.retry.timeout
+        result = await (asyncio.wait_for(call, timeout) if timeout else call)
+        return self._plan(msg, env, result, ctx)
 
     async def _sleep(self, delay: float, env: hdr.Envelope) -> None:
         deadline = time.monotonic() + delay
@@ -225,6 +289,8 @@ class NodeProcessor:
         entry = failure_entry(msg, topology=self.topology, node=self.node.name, reason=REASON_PARKED,
                               exc=Permanent(f"parked behind {blocker}"), workflow=hdr.get_str(headers, hdr.WORKFLOW))
         self._trash(replace(entry, error_type="Parked", parked_behind=blocker))
+        if self.stats is not None:
+            self.stats.parked += 1
         return True
 
     def _batch_page(self, payload: Any, ctx: Context) -> Any:
@@ -263,6 +329,8 @@ class NodeProcessor:
             return None
         if env.workflow is None:
             env.workflow = self._ids()  # the run starts here: ctx, outputs and trash share this id
+        if env.replay_of is not None and self.stats is not None:
+            self.stats.replayed += 1
         return env
 
     def _context(self, msg: Record, env: hdr.Envelope, attempt: int) -> Context:
@@ -280,15 +348,21 @@ class NodeProcessor:
             # again; this does not count as an attempt.
             if self.limiter is not None:
                 self.limiter.slow_down(exc.retry_after)
-            self.log.info("%s rate limited by the service; retrying in %.2fs", env.message_id, exc.retry_after or 1.0)
+            if self.stats is not None:
+                self.stats.rate_limited += 1
+            self.log.info("%s rate limited by the service; retrying in %.2fs", env.message_id, exc.retry_after or 1.0,
+                          extra=self._log_message(msg, env))
             return exc.retry_after or 1.0
         history.append(Attempt(datetime.now(UTC), f"{type(exc).__name__}: {exc}"))
         attempt = env.attempt + len(history) - 1
         retryable = not isinstance(exc, Permanent) and isinstance(exc, self.retry.on)
         if retryable and attempt < self.retry.attempts:
             delay = self.retry.delay(attempt)
+            if self.stats is not None:
+                self.stats.retried += 1
             self.log.warning("attempt %d of %s failed (%s: %s); retrying in %.2fs%s", attempt, env.message_id,
-                             type(exc).__name__, exc, delay, " via the retry topic" if self._retry_topic else "")
+                             type(exc).__name__, exc, delay, " via the retry topic" if self._retry_topic else "",
+                             extra=self._log_message(msg, env))
             if self._retry_topic is None:
                 return delay
             self._defer(msg, env, attempt, delay, history)
@@ -307,10 +381,20 @@ class NodeProcessor:
         self._produce(self._retry_topic, msg.value(), msg.key(),
                       hdr.for_retry(msg, attempt=attempt + 1, due_ms=due, history=[*env.history(), *history]))
 
+    def _log_message(self, msg: Record, env: hdr.Envelope | None) -> dict[str, object]:
+        """``extra`` of a message-level log line: where the record is and its id, never its payload."""
+        return {**self._log_node, "topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
+                "kstream_id": env.message_id if env is not None else None}
+
     def _trash(self, entry: TrashEntry) -> None:
         self.trashed += 1
+        if self.stats is not None:
+            self.stats.trashed += 1
         self.log.warning("message %s/%d/%d to trash %s: %s: %s", entry.topic, entry.partition, entry.offset,
-                         entry.id, entry.error_type, entry.error_message)
+                         entry.id, entry.error_type, entry.error_message,
+                         extra={**self._log_node, "topic": entry.topic, "partition": entry.partition,
+                                "offset": entry.offset, "trash_id": entry.id,
+                                "kstream_id": hdr.get_str(entry.headers, hdr.ID) or f"{entry.topic}/{entry.partition}/{entry.offset}"})
         self._produce(self._trash_topic, self._trash_codec.encode(entry), entry.id.encode(), None)
 
     def _plan(self, msg: Record, env: hdr.Envelope, result: Any, ctx: Context | None) -> list[Planned]:
@@ -357,13 +441,18 @@ class NodeProcessor:
         except KeyError:
             raise Permanent(f"Emit(to={name!r}) names no node of topology {self.topology!r}") from None
 
-    def _send(self, planned: list[Planned], env: hdr.Envelope) -> None:
+    def _send(self, planned: list[Planned], env: hdr.Envelope, traceparent: bytes | None = None) -> None:
         if not planned:
             return
         base = env.outgoing(self._origin_header)
+        if traceparent is not None:  # the outputs' parent is this node's span, not the input's
+            base = [h for h in base if h[0] != hdr.TRACEPARENT]
+            base.append((hdr.TRACEPARENT, traceparent))
         produce, new_id = self._produce, self._ids.header
         for topic, data, key in planned:
             produce(topic, data, key, [new_id(), *base])
+        if self.stats is not None:
+            self.stats.records_out += len(planned)
 
 
 def _outputs(result: Any) -> list[Any]:

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from kstream.config import RuntimeSettings
 from kstream.errors import BrokerError, DeliveryFailed, TransactionInDoubt
 from kstream.kafka.port import Consumer, Producer, TopicPartition, WorkerTransactions
+from kstream.metrics import NodeStats
 from kstream.runtime.concurrent import Concurrent
 from kstream.runtime.flood import FloodGuard
 from kstream.runtime.processor import NodeProcessor
@@ -89,12 +90,13 @@ class Worker:
         self.transactional_id = transactional_id
         """Exactly-once: the producer's id, which a replacement worker reuses (to fence this one)."""
         self._txn_done = False  # the transaction is aborted or in doubt: nothing more to abort
-        self.commit_failures = 0
         self._stop_deadline: float | None = None
-        """Offset commits that failed (logged by the consumer) and were retried."""
         self._status = (StatusReporter(producer, status_topic, processor.topology, processor.node.name)
                         if status_topic is not None else None)
         self._last_commit = time.monotonic()
+        self.last_turn = time.monotonic()
+        """When the poll loop last turned (``/healthz``: :mod:`kstream.runtime.health`)."""
+        self.stats = processor.stats or NodeStats(processor.topology, processor.node.name)
         batch = processor.node.batch
         self._every = batch.every if batch is not None else None
         self._interval = settings.transaction_interval if transactions is not None else settings.commit_interval
@@ -106,6 +108,9 @@ class Worker:
         else:
             self.strategy = Concurrent(processor, flood, self.name, prefetch=node.prefetch, ordering=node.ordering,
                                        capacity=max(settings.buffer_size, 2 * node.prefetch), retry_topic=retry_topic)
+        self.stats.in_flight = lambda: self.strategy.in_flight
+        self.stats.processed = lambda: self.strategy.processed
+        self.stats.buffered = lambda: len(self._pending)
 
     @property
     def processed(self) -> int:
@@ -124,6 +129,7 @@ class Worker:
                 self._txn.begin()
             self._consumer.subscribe(self._topics, self._on_assign, self._on_revoke, self._on_lost)
             while not self._stop.is_set():
+                self.last_turn = time.monotonic()
                 strategy.check()
                 if self._pending and not self._paused:
                     batch, self._pending = self._pending, []
@@ -174,6 +180,7 @@ class Worker:
 
     def _keepalive(self) -> None:
         """Called while a batch runs long: :meth:`_hold`, and commit what is due."""
+        self.last_turn = time.monotonic()
         self._hold()
         # A long batch still commits what it finished. Exactly-once needs the lane idle: the
         # batch is cut at the next message (the loop commits and resubmits the rest), and a
@@ -228,7 +235,7 @@ class Worker:
             self._commit_transaction(self._txn)
             return
         for tp in self._consumer.take_commit_failures():
-            self.commit_failures += 1
+            self.stats.commit_failures += 1
             self._committed.pop((tp.topic, tp.partition), None)  # not done: committed again below
         wanted = self._owned if only is None else only & self._owned
         offsets = [
@@ -237,8 +244,12 @@ class Worker:
         ]
         if not offsets:
             return
-        self._flush()
-        self._consumer.commit(offsets, asynchronous=asynchronous)
+        try:
+            self._flush()
+            self._consumer.commit(offsets, asynchronous=asynchronous)
+        except BrokerError:
+            self.stats.commit_failures += 1
+            raise
         self._committed.update(((t, p), o) for t, p, o in offsets)
 
     def _flush(self) -> None:
@@ -295,12 +306,15 @@ class Worker:
                     if self._stop_deadline is not None:
                         timeout = max(1.0, min(timeout, self._stop_deadline - time.monotonic()))
                     txn.commit(offsets, self._consumer.group_metadata(), timeout)
+                    self.stats.transactions_committed += 1
                 except TransactionInDoubt:
-                    self._txn_done = True
+                    self._txn_done = True  # the successor's init aborts it
+                    self.stats.transactions_aborted += 1
                     txn.discard()
                     raise
                 except BrokerError as exc:
                     self._txn_done = exc.retryable  # aborted already
+                    self.stats.transactions_aborted += exc.retryable
                     raise
                 self._committed.update(((t, p), o) for t, p, o in offsets)
                 if self._status is not None:
@@ -331,6 +345,7 @@ class Worker:
     def _abort(self) -> None:
         if self._txn is None or self._txn_done:
             return
+        self.stats.transactions_aborted += 1
         try:
             self._txn.abort(5.0)
         except Exception as exc:  # noqa: BLE001  (already failing; the broker times the transaction out)
@@ -338,12 +353,14 @@ class Worker:
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         self._owned.update((tp.topic, tp.partition) for tp in partitions)
+        self.stats.rebalances["assigned"] += 1
         if self._paused and partitions:
             self._consumer.pause(partitions)
         log.info("%s: assigned %s", self.name, _fmt(partitions))
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self.stats.rebalances["revoked"] += 1
         try:
             if self.state is not State.FAILED:  # a failed worker commits nothing on its way out
                 self._commit(asynchronous=False, only=revoked)  # what finished before anything else
@@ -367,6 +384,7 @@ class Worker:
         transaction and fails (a zombie must not write on), an at-least-once one lets the
         next owner repeat the uncommitted messages and goes on with what it gets next."""
         lost = {(tp.topic, tp.partition) for tp in partitions}
+        self.stats.rebalances["lost"] += 1
         log.warning("%s: lost %s (fenced from the group); nothing of them is committed", self.name, _fmt(partitions))
         self.strategy.revoke(lost, self._settings.shutdown_timeout)
         self._let_go(lost)

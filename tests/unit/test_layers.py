@@ -34,6 +34,9 @@ LAYERS: dict[str, int] = {
     "kstream.context": 1,
     "kstream.schemas": 1,
     "kstream.avro": 1,
+    "kstream.metrics": 1,
+    "kstream.tracing": 1,
+    "kstream.logs": 1,
     # 2: the broker port and its adapters
     "kstream.kafka": 2,
     # 3: what is declared and stored (batch and limits: design.md s.8 / style.md, not written yet)
@@ -49,6 +52,7 @@ LAYERS: dict[str, int] = {
     "kstream.txns": 3,
     "kstream.avro_topics": 3,
     "kstream.faust_agent": 3,
+    "kstream.lag": 3,
     # 4: the processing runtime
     "kstream.runtime": 4,
     # 5: the composition root, and the test driver (a composition root on the in-memory broker)
@@ -66,6 +70,8 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
     "fastavro": ("kstream.codecs",),
     "orjson": ("kstream.codecs",),
     "click": ("kstream.cli",),
+    "prometheus_client": ("kstream.metrics",),
+    "opentelemetry": ("kstream.tracing",),
 }
 
 

@@ -309,6 +309,6 @@ def test_a_failed_offset_commit_is_counted_and_retried_never_marked_done(broker:
     wait_until(lambda: worker.processed == 20, "all processed")
     # Then the offsets are committed anyway (the failed commits were retried), and counted
     wait_until(lambda: broker.committed(GROUP) == ends(broker), "everything committed after the failures")
-    assert worker.commit_failures >= 1
+    assert worker.stats.commit_failures >= 1
     stop.set()
     thread.join(5)
