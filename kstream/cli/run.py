@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -17,10 +18,12 @@ from kstream.limits import GlobalRateLimiter
 from kstream.metrics import Metrics
 from kstream.runtime.worker import Worker
 
+log = logging.getLogger("kstream.run")
+
 
 def _overdue(budget: float) -> None:
-    os.write(2, f"stop took longer than runtime.shutdown_timeout ({budget:g} s): exiting now; uncommitted "
-                f"messages will be processed again\n".encode())
+    log.error("stop took longer than runtime.shutdown_timeout (%g s): exiting now; uncommitted messages will be "
+              "processed again", budget)
     os._exit(1)
 
 
@@ -80,10 +83,10 @@ def run(options: Options, app: str, nodes: tuple[str, ...], log_level: str, log_
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():  # the second signal: leave now; uncommitted messages are redelivered
-            os.write(2, b"second signal: exiting at once; uncommitted messages will be processed again\n")
+            log.warning("second signal: exiting at once; uncommitted messages will be processed again")
             os._exit(128 + signum)
         stop.set()
-        os.write(2, f"stopping ({signal.Signals(signum).name}); a second signal exits at once\n".encode())
+        log.warning("stopping (%s); a second signal exits at once", signal.Signals(signum).name)
         # The workers fit their stop in runtime.shutdown_timeout; should one hang (a handler
         # that ignores the stop, a client that does not close), the process still goes.
         budget = settings.runtime.shutdown_timeout
