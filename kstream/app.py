@@ -28,6 +28,8 @@ from kstream.runtime.worker import State, Worker
 from kstream.topology import Topology
 from kstream.trash import blocking_keys
 from kstream.trash_store import TrashStore
+from kstream.workflows.declare import ORCHESTRATOR, WorkflowTopology
+from kstream.workflows.engine import bind_workflow
 
 log = logging.getLogger("kstream")
 
@@ -55,8 +57,11 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
     Workers built with the same ``limiters`` dict share one rate limiter per service (one
     member of its limits group per process); :func:`run_workers` closes them at the end.
     """
-    node = topology.get(name)
     ns = settings.namespace
+    if isinstance(topology, WorkflowTopology):  # its nodes' handlers need the namespace (kstream.workflows)
+        bind_workflow(topology, namespace=ns, trash_topic=settings.trash_topic, reader=cursor_reader(settings),
+                      producer=lambda: producer(settings), stop=stop, orchestrator=name == ORCHESTRATOR)
+    node = topology.get(name)
     limits = {} if limiters is None else limiters
     if node.limit is not None and node.limit not in limits:
         if node.limit not in settings.limits:

@@ -45,12 +45,15 @@ LAYERS: dict[str, int] = {
     "kstream.batch": 3,
     "kstream.limits": 3,
     "kstream.dev": 3,
+    "kstream.workflows": 3,  # declaration, state, the pure decide(); steps wrap handlers
     # 4: the processing runtime
     "kstream.runtime": 4,
+    "kstream.workflows.engine": 4,  # the orchestrator at run time
     # 5: the composition root
     "kstream.app": 5,
     # 6: the CLI
     "kstream.cli": 6,
+    "kstream.api": 6,  # the HTTP API: like the CLI, an edge (the CLI's `serve` starts it)
 }
 
 # Third-party clients each live behind one module (or folder).
