@@ -12,6 +12,7 @@ from kstream.batch import BatchRunner, read_cursor_changes
 from kstream.config import Settings
 from kstream.errors import ConfigError, KstreamError
 from kstream.kafka.confluent import (
+    KafkaAckProducer,
     KafkaAdmin,
     KafkaConsumer,
     KafkaProducer,
@@ -175,3 +176,13 @@ def cursor_reader(settings: Settings) -> KafkaTopicReader:
 def status_reader(settings: Settings) -> KafkaTopicReader:
     """Reads ``{ns}.status`` (:func:`kstream.runtime.status.in_flight_by_node`)."""
     return KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
+
+
+def ack_producer(settings: Settings) -> KafkaAckProducer:
+    """The HTTP API's producer: acks=all, and a callback per record (a start is answered once stored)."""
+    return KafkaAckProducer(settings.bootstrap_servers, settings.kafka)
+
+
+def tail_consumer(settings: Settings, purpose: str) -> KafkaConsumer:
+    """A consumer in a group of its own (nothing committed): it reads all partitions from the start."""
+    return KafkaConsumer(settings.bootstrap_servers, f"{settings.namespace}.{purpose}.{uuid.uuid4().hex[:12]}", settings.kafka)

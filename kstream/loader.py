@@ -37,6 +37,26 @@ def load_topology(spec: str) -> Topology:
     return obj
 
 
+def load_workflows(spec: str) -> list[Workflow]:
+    """The workflows of ``APP``: the one named (``module:attr``), or every Workflow of the module."""
+    target, _, attr = spec.partition(":")
+    if not target:
+        raise AppLoadError(f"APP {spec!r} is empty: use module:attr or path/to/file.py:attr")
+    module = _import(target)
+    if attr:
+        found = [getattr(module, attr, None)]
+        if not isinstance(found[0], Workflow):
+            raise AppLoadError(f"{target}:{attr} is not a kstream Workflow")
+    else:
+        found = [v for v in vars(module).values() if isinstance(v, Workflow)]
+        if not found:
+            raise AppLoadError(f"{target} holds no Workflow")
+    workflows = [wf for wf in found if isinstance(wf, Workflow)]
+    for wf in workflows:
+        wf.validate()
+    return workflows
+
+
 def _import(target: str) -> object:
     try:
         if target.endswith(".py") or "/" in target:

@@ -17,6 +17,7 @@ from kstream.cli.run import run
 from kstream.cli.start import start
 from kstream.cli.topics import topics
 from kstream.cli.trash import trash
+from kstream.cli.workflows import serve, workflows
 
 
 def _kafka_props(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -57,6 +58,8 @@ cli.add_command(trash)
 cli.add_command(start)
 cli.add_command(cursors)
 cli.add_command(lag)
+cli.add_command(serve)
+cli.add_command(workflows)
 
 
 def _limit_malloc_arenas() -> None:

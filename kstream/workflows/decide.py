@@ -272,6 +272,7 @@ class _Decision:
         if s.status == "compensating":
             self._next_compensation()
         s.updated = self.now
+        s.version += 1
         return s, self.out
 
     def _dispatch_ready(self) -> None:

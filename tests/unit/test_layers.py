@@ -62,6 +62,7 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
     "fastavro": ("kstream.codecs",),
     "orjson": ("kstream.codecs",),
     "click": ("kstream.cli",),
+    "starlette": ("kstream.api",),
 }
 
 
