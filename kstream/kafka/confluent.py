@@ -472,6 +472,9 @@ class KafkaAckProducer(KafkaProducer):
     a start only once it is stored). ``on_ack`` runs on the thread that calls :meth:`poll`,
     with ``None`` or the error as one line."""
 
+    def __init__(self, bootstrap: str, kafka: Mapping[str, str]) -> None:
+        super().__init__(bootstrap, kafka, **{"delivery.report.only.error": "false"})  # successes are the point
+
     def send(self, topic: str, value: bytes, key: bytes, headers: HeaderList,
              on_ack: Callable[[str | None], None]) -> None:
         def delivered(err: KafkaError | None, msg: Any) -> None:
