@@ -344,3 +344,21 @@ def test_the_compiled_topology_has_an_orchestrator_and_a_node_per_step() -> None
     assert topo.nodes["orchestrator"].processing == "exactly_once"
     assert topo.nodes["crm"].after == ("orchestrator",)
     assert topo.owned_topics("ns") == {"ns.wf.onboarding": {"cleanup.policy": "compact"}}
+
+
+def test_graph_draws_the_steps_joins_and_compensations() -> None:
+    import re
+
+    from kstream.graph import render
+
+    text = render(onboarding().topology, "ns")
+    ids = {label.split(" ")[-1] if label.startswith("undo") else label.split(" ")[0]: ident
+           for ident, label in re.findall(r'^  (s\d+)\W+"([^"]*)"', text, re.M)}
+    for branch in ("provision", "billing", "crm"):
+        assert f"  {ids['verify']} --> {ids[branch]}" in text
+        assert f"  {ids[branch]} --> {ids['welcome']}" in text  # the join
+    assert f"  {ids['provision']} -.-> {ids['deprovision']}" in text
+    assert f"  {ids['billing']} -.-> {ids['refund']}" in text
+    assert "orchestrator" not in text
+    dot = render(onboarding().topology, "ns", "dot")
+    assert dot.startswith('digraph "onboarding"') and "style=dashed" in dot
