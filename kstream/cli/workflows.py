@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -53,9 +57,24 @@ def serve(options: Options, app: str, host: str, port: int, token_file: Path | N
         except OSError as exc:
             raise ConfigError(f"cannot read the token file {token_file}: {exc.strerror}") from None
     kafka = Kafka(ack_producer(settings), cursor_reader(settings), lambda: tail_consumer(settings, "api"), settings.namespace)
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    server = Server(uvicorn.Config(create_app(workflows, kafka, token=token), host=host, port=port,
+                                   log_level="warning", access_log=False))
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        server.should_exit = True
+
+    # Our handlers, not uvicorn's: uvicorn re-raises the signal after its shutdown, and a clean
+    # stop must exit 0 like `kstream run`.
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
     click.echo(f"serving {', '.join(wf.name for wf in workflows)} on http://{host}:{port}", err=True)
-    uvicorn.run(create_app(workflows, kafka, token=token), host=host, port=port, log_level="warning",
-                access_log=False)
+    server.run()
+    click.echo("stopped", err=True)
 
 
 @click.group()
