@@ -127,8 +127,10 @@ class _Decision:
                 step.status, step.output, step.finished, step.error = "completed", event.get("output"), self.now, None
                 s.done += 1
                 step.done = s.done
-                if replayed and not any(x.status == "failed" for x in s.steps.values()):
-                    s.status = "running"
+                if replayed:
+                    step.attempts += 1  # the replay was one more attempt
+                    if not any(x.status == "failed" for x in s.steps.values()):
+                        s.status, s.error = "running", None
             elif step.status in ("timed_out", "failed", "cancelled"):
                 step.late = True
             return
@@ -162,6 +164,7 @@ class _Decision:
                 s.timers.pop(f"compretry:{comp.step}", None)
                 comp.status, comp.error = "completed", None
                 if replayed:
+                    comp.attempts += 1
                     s.status = "compensating"
             return
         attempt = int(event.get("attempt") or 0)
