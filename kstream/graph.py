@@ -56,7 +56,8 @@ def render_workflow(wf: Workflow, fmt: Format = "mermaid") -> str:
     for name in wf.order():
         spec = wf.steps[name]
         extra = [f"retry {spec.retry.attempts}" if spec.retry.attempts > 1 else "",
-                 f"timeout {spec.timeout:g}s" if spec.timeout else "", f"signal {spec.signal}" if spec.signal else ""]
+                 f"timeout {spec.timeout:g}s" if spec.timeout else "", f"signal {spec.signal}" if spec.signal else "",
+                 f"workflow {spec.child.name}" if spec.child else ""]
         labels[name] = " ".join([name, *(f"({e})" for e in extra if e)])
     for name in wf.compensations:
         labels[name] = f"undo: {name}"

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kstream.workflows.declare import Spec, Workflow
-from kstream.workflows.state import ACTIVE, CompState, StepState, WorkflowState
+from kstream.workflows.state import ACTIVE, FINAL, CompState, StepState, WorkflowState
 
 Event = dict[str, Any]
 
@@ -53,7 +53,16 @@ class ToTrash:
     attempts: int
 
 
-Command = Dispatch | ToTrash
+@dataclass(frozen=True)
+class Reply:
+    """This workflow was a step of another and has ended: report to the parent's inbox."""
+
+    topic: str
+    key: str
+    event: dict[str, Any]
+
+
+Command = Dispatch | ToTrash | Reply
 RUNNING = ("running", "retrying")
 
 
@@ -72,7 +81,8 @@ def decide(wf: Workflow, state: WorkflowState | None, event: Event, now: int) ->
 def _new(wf: Workflow, event: Event, now: int) -> WorkflowState:
     return WorkflowState(id=str(event["id"]), type=wf.name, status="running", input=event.get("input"),
                          started=int(event.get("at") or now), updated=now,
-                         steps={name: StepState() for name in wf.order()}, key_hash=event.get("key_hash"))
+                         steps={name: StepState() for name in wf.order()}, key_hash=event.get("key_hash"),
+                         parent=event.get("parent"))
 
 
 class _Decision:
@@ -80,6 +90,7 @@ class _Decision:
 
     def __init__(self, wf: Workflow, state: WorkflowState, now: int) -> None:
         self.wf, self.s, self.now = wf, state, now
+        self.was = state.status
         self.out: list[Command] = []
 
     def started(self) -> tuple[WorkflowState, list[Command]]:
@@ -274,9 +285,21 @@ class _Decision:
             self._dispatch_ready()
         if s.status == "compensating":
             self._next_compensation()
+        if s.parent is not None and s.status in FINAL and self.was not in FINAL:
+            self.out.append(self._reply(s.parent))
         s.updated = self.now
         s.version += 1
         return s, self.out
+
+    def _reply(self, parent: dict[str, Any]) -> Reply:
+        s = self.s
+        event: dict[str, Any] = {"kind": "step", "name": parent["step"], "seq": parent["seq"], "attempt": parent.get("attempt", 1)}
+        if s.status == "completed":
+            event.update(type="completed", output=s.output)
+        else:
+            event.update(type="attempt_failed", permanent=True,
+                         error=f"workflow {s.type} {s.id} ended {s.status}" + (f": {s.error}" if s.error else ""))
+        return Reply(str(parent["reply"]), str(parent["id"]), event)
 
     def _dispatch_ready(self) -> None:
         s = self.s

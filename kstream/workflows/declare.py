@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import types
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_type_hints
 
 from kstream.config import parse_duration
@@ -61,6 +61,8 @@ class Spec:
     compensate: str | None = None
     signal: str | None = None
     compensation: bool = False
+    child: Workflow | None = None
+    """Set for a step that runs another workflow (:meth:`Workflow.call`)."""
 
 
 @dataclass
@@ -118,6 +120,24 @@ class Workflow:
             return fn
 
         return register
+
+    def call(self, name: str, workflow: Workflow, *, after: str | Iterable[str] | None = None,
+             timeout: str | float | None = None, compensate: str | None = None) -> None:
+        """Run ``workflow`` as step ``name``: it starts with what a step here would get, and the
+        step completes with that workflow's output when it completes, or fails when it ends
+        otherwise (compensated, cancelled, timed out). The child's id is
+        ``{parent id}.{step}.{seq}``; its own retries apply, the step is not retried."""
+        if not isinstance(workflow, Workflow):
+            raise DeclarationError(f"workflow {self.name!r}: step {name!r}: call() runs a Workflow", node=name)
+        if workflow is self:
+            raise DeclarationError(f"workflow {self.name!r}: step {name!r}: a workflow cannot call itself", node=name)
+
+        def run(data: Any, ctx: Any) -> Any:
+            raise DeclarationError(f"step {name!r} starts workflow {workflow.name!r}: it runs only inside a worker")
+
+        run.__name__ = name
+        self.step(name, after=after, timeout=timeout, compensate=compensate, retry=DEFAULT_RETRY)(run)
+        self.steps[name] = replace(self.steps[name], child=workflow)
 
     def compensation(self, name: str, *, retry: Retry | None = None, prefetch: int | None = None,
                      limit: str | None = None) -> Callable[[Handler], Handler]:

@@ -38,7 +38,7 @@ from kstream.types import Attempt
 from kstream.workflows.decide import Dispatch, ToTrash, decide
 from kstream.workflows.declare import ORCHESTRATOR, Workflow, WorkflowTopology
 from kstream.workflows.state import WorkflowState
-from kstream.workflows.steps import step_handler
+from kstream.workflows.steps import child_handler, step_handler
 
 log = logging.getLogger("kstream.workflows")
 
@@ -107,6 +107,8 @@ class Orchestrator:
                 out.append(Emit(cmd.payload, key=wid, to=cmd.node))
             elif isinstance(cmd, ToTrash):
                 out.append(Raw(self._trash_topic, *self._trash(wid, cmd)))
+            else:
+                out.append(Raw(cmd.topic, cmd.key.encode(), to_json(cmd.event).encode()))
         self._schedule(new)
         return out
 
@@ -185,7 +187,8 @@ def bind_workflow(topology: WorkflowTopology, *, namespace: str, trash_topic: st
     inbox of ``namespace``) and, for a worker of the orchestrator node, a fresh orchestrator."""
     wf = topology.workflow
     inbox = node_topic(namespace, wf.name, ORCHESTRATOR)
-    topology.bind({s.name: step_handler(s, inbox) for s in [*wf.steps.values(), *wf.compensations.values()]})
+    topology.bind({s.name: step_handler(s, inbox) if s.child is None else child_handler(s, s.child, inbox, namespace)
+                   for s in [*wf.steps.values(), *wf.compensations.values()]})
     if orchestrator:
         topology.engine = Orchestrator(wf, namespace=namespace, trash_topic=trash_topic, reader=reader,
                                        producer=producer, stop=stop)

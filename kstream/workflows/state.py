@@ -69,6 +69,9 @@ class WorkflowState:
     """Hash of (Idempotency-Key, input) of the start: a start with the key and other input is a conflict."""
     version: int = 0
     """One more per decision: readers that see records twice keep the newest."""
+    parent: dict[str, Any] | None = None
+    """A workflow started as a step of another: where to report its end (``reply`` topic,
+    ``id``, ``step``, ``seq``, ``attempt``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,7 +81,7 @@ class WorkflowState:
             "compensations": [vars(c) for c in self.compensations],
             "timers": self.timers, "signals": self.signals, "seq": self.seq, "done": self.done,
             "cause": self.cause, "error": self.error, "finished": self.finished, "output": self.output,
-            "key_hash": self.key_hash, "version": self.version,
+            "key_hash": self.key_hash, "version": self.version, "parent": self.parent,
         }
 
     @classmethod
@@ -91,7 +94,7 @@ class WorkflowState:
             timers=dict(data.get("timers", {})), signals=dict(data.get("signals", {})),
             seq=data.get("seq", 0), done=data.get("done", 0), cause=data.get("cause"), error=data.get("error"),
             finished=data.get("finished"), output=data.get("output"), key_hash=data.get("key_hash"),
-            version=data.get("version", 0),
+            version=data.get("version", 0), parent=data.get("parent"),
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,8 @@ from pydantic import BaseModel, ValidationError
 from kstream.codecs import from_json, to_json
 from kstream.context import Context, Raw
 from kstream.errors import DecodeError, Permanent, RateLimited
-from kstream.workflows.declare import Spec, StepResult
+from kstream.naming import node_topic
+from kstream.workflows.declare import ORCHESTRATOR, Spec, StepResult, Workflow
 
 
 class StepContext:
@@ -113,3 +115,19 @@ def _converter(spec: Spec) -> Callable[[dict[str, Any]], Any]:
 def _one_line(exc: BaseException) -> str:
     text = f"{exc}".strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:300] if not isinstance(exc, TimeoutError) else "attempt timed out"
+
+
+def child_handler(spec: Spec, child: Workflow, inbox: str, namespace: str) -> Callable[..., Any]:
+    """The node handler of a step that runs another workflow: it writes that workflow's start
+    (the id derived from the parent's id, step and seq, so a repeated command starts it once);
+    the child's orchestrator reports the end to ``inbox``."""
+    child_inbox = node_topic(namespace, child.name, ORCHESTRATOR)
+
+    def run(payload: bytes, ctx: Context) -> Raw:
+        cmd = _command(payload)
+        wid = f"{cmd['workflow']}.{spec.name}.{cmd['seq']}"
+        parent = {"reply": inbox, "id": cmd["workflow"], "step": spec.name, "seq": cmd["seq"], "attempt": cmd.get("attempt", 1)}
+        event = {"type": "start", "id": wid, "input": cmd.get("input"), "parent": parent, "at": int(time.time() * 1000)}
+        return Raw(child_inbox, wid.encode(), to_json(event).encode())
+
+    return run

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from kstream.app import trash_store
@@ -141,3 +143,49 @@ def test_hold_blocks_and_a_trash_replay_finishes_without_rerunning_the_others(se
     # Then the workflow finished; verify, provision and billing ran once
     assert [len(services.of(s)) for s in ("verify", "provision", "billing", "welcome")] == [1, 1, 1, 1]
     assert len(services.of("crm")) == 4
+
+
+def test_a_workflow_runs_another_as_a_step(settings: Settings) -> None:
+    # Given a kyc workflow called as a step of signup (undone by "forget" if signup fails later)
+    from kstream import Retry, Workflow
+
+    calls: list[str] = []
+    kyc = Workflow("kyc")
+
+    @kyc.step(retry=Retry(attempts=2, backoff=0.05, jitter=0))
+    def check(person: dict) -> dict:
+        calls.append(f"check {person['name']}")
+        if person["name"] == "mallory":
+            raise RuntimeError("sanctioned")
+        return {"cleared": person["name"]}
+
+    signup = Workflow("signup")
+
+    @signup.step()
+    def verify(data: dict) -> dict:
+        return {"name": data["name"]}
+
+    signup.call("kyc", kyc, after="verify", compensate="forget")
+
+    @signup.step(after="kyc")
+    def activate(cleared: dict) -> str:
+        return f"active {cleared['cleared']}"
+
+    @signup.compensation("forget")
+    def forget(step: Any) -> None:
+        calls.append("forget")
+
+    for wf in (kyc, signup):
+        provision(wf.topology, settings)
+    with running(kyc.topology, settings), running(signup.topology, settings):
+        # When one signup passes kyc and one does not
+        start(settings, signup, ["alice"], {"name": "alice"})
+        start(settings, signup, ["mallory"], {"name": "mallory"})
+        done = wait_states(settings, signup, ["alice", "mallory"], {"completed", "compensated"})
+    # Then the first completes with the child's output, the second fails at the kyc step
+    assert done["alice"]["status"] == "completed" and done["alice"]["output"] == "active alice"
+    assert done["mallory"]["status"] == "compensated"
+    assert "workflow kyc mallory.kyc.2 ended compensated" in done["mallory"]["steps"]["kyc"]["error"]
+    assert calls.count("check alice") == 1 and calls.count("check mallory") == 2
+    children = wait_states(settings, kyc, ["alice.kyc.2", "mallory.kyc.2"], {"completed", "compensated"})
+    assert children["alice.kyc.2"]["output"] == {"cleared": "alice"}

@@ -362,3 +362,50 @@ def test_graph_draws_the_steps_joins_and_compensations() -> None:
     assert "orchestrator" not in text
     dot = render(onboarding().topology, "ns", "dot")
     assert dot.startswith('digraph "onboarding"') and "style=dashed" in dot
+
+
+def _parent_and_child() -> tuple[Workflow, Workflow]:
+    child = Workflow("kyc")
+    child.step("check")(lambda inp: inp)
+    parent = Workflow("signup")
+    parent.step("verify")(lambda inp: inp)
+    parent.call("kyc", child, after="verify")
+    parent.validate()
+    return parent, child
+
+
+def test_a_called_workflow_reports_its_end_to_the_parent_once() -> None:
+    _, child = _parent_and_child()
+    link = {"reply": "ns.signup.orchestrator", "id": "p1", "step": "kyc", "seq": 2, "attempt": 1}
+    state, cmds = decide(child, None, {"type": "start", "id": "p1.kyc.2", "input": {"a": 1}, "parent": link}, 1)
+    assert state is not None
+    state, cmds = decide(child, state, {"type": "completed", "kind": "step", "name": "check", "seq": 1, "attempt": 1,
+                                        "output": {"ok": True}}, 2)
+    from kstream.workflows.decide import Reply
+
+    replies = [c for c in cmds if isinstance(c, Reply)]
+    assert state is not None and state.status == "completed"
+    assert replies == [Reply("ns.signup.orchestrator", "p1", {"kind": "step", "name": "kyc", "seq": 2, "attempt": 1,
+                                                               "type": "completed", "output": {"ok": True}})]
+    # a late duplicate changes nothing and reports nothing again
+    _, again = decide(child, state, {"type": "completed", "kind": "step", "name": "check", "seq": 1, "output": 1}, 3)
+    assert again == []
+
+
+def test_a_called_workflow_that_fails_fails_the_parent_step_without_retry() -> None:
+    _, child = _parent_and_child()
+    link = {"reply": "r", "id": "p1", "step": "kyc", "seq": 2}
+    state, _ = decide(child, None, {"type": "start", "id": "c", "input": 1, "parent": link}, 1)
+    _, cmds = decide(child, state, {"type": "attempt_failed", "kind": "step", "name": "check", "seq": 1, "attempt": 1,
+                                    "error": "no", "permanent": True}, 2)
+    reply = cmds[-1]
+    assert reply.event["type"] == "attempt_failed" and reply.event["permanent"] is True  # type: ignore[union-attr]
+    assert "ended compensated" in reply.event["error"]  # type: ignore[union-attr]
+
+
+def test_call_declaration_errors() -> None:
+    wf = Workflow("w")
+    with pytest.raises(DeclarationError, match="a workflow cannot call itself"):
+        wf.call("me", wf)
+    parent, _ = _parent_and_child()
+    assert parent.topology.nodes["kyc"].after == ("orchestrator",)
