@@ -91,3 +91,35 @@ def test_sigkill_of_the_orchestrator_during_a_fan_out_loses_and_repeats_nothing(
                                  count=len(ids), timeout=30, committed=True, settle=1.0))
         assert Counter(c["workflow"] for c in commands) == Counter(ids), f"{step} dispatched other than once"
         assert Counter(c.key for c in services.of(step)) == Counter(f"{w}:{step}" for w in ids), step
+
+
+def test_orchestrator_partitions_moving_between_two_processes_repeat_nothing(settings: Settings) -> None:
+    # Given the steps and one orchestrator (A) running, 150 workflows with 0-300 ms branches
+    rng = random.Random(5)
+    services = Services(delay={b: (lambda wid: rng.uniform(0, 0.3)) for b in BRANCHES})
+    wf = make(services)
+    provision(wf.topology, settings)
+    ids = [f"w{i}" for i in range(150)]
+    steps = [n for n in wf.topology.order() if n != "orchestrator"]
+    with running(wf.topology, settings, nodes=steps):
+        a = running(make(services).topology, settings, nodes=["orchestrator"])
+        a.__enter__()
+        try:
+            start(settings, wf, ids)
+            wait_until(lambda: len(services.of("provision")) >= 30, timeout=120, what="the first branches")
+            # When a second orchestrator (B) joins (partitions move to it) and then A leaves
+            # (they move back): each side reloads the states of partitions decided elsewhere
+            with running(make(services).topology, settings, nodes=["orchestrator"]):
+                wait_until(lambda: len(services.of("welcome")) >= 30, timeout=120, what="progress with two orchestrators")
+                a.__exit__(None, None, None)
+                a = None
+                wait_states(settings, wf, ids, {"completed"}, timeout=240)
+        finally:
+            if a is not None:
+                a.__exit__(None, None, None)
+    # Then every step of every workflow was dispatched and run once
+    for step in STEPS:
+        commands = jsons(consume(settings.bootstrap_servers, node_topic(settings.namespace, wf.name, step),
+                                 count=len(ids), timeout=30, committed=True, settle=1.0))
+        assert Counter(c["workflow"] for c in commands) == Counter(ids), f"{step} dispatched other than once"
+        assert Counter(c.key for c in services.of(step)) == Counter(f"{w}:{step}" for w in ids), step
