@@ -6,7 +6,8 @@ the consumed offset in one transaction (a crash repeats the decision, never half
 
 Events (the inbox, keyed by workflow id) are dicts with a ``type``:
 ``start`` (``input``, ``key_hash``), ``cancel``, ``pause``, ``resume``, ``retry``, ``signal``
-(``name``, ``data``), ``timer`` (``id``), and results of step nodes: ``completed`` (``output``)
+(``name``, ``data``), ``timer`` (``id``), ``discarded`` (``command``: a trashed command was
+discarded), and results of step nodes: ``completed`` (``output``)
 and ``attempt_failed`` (``error``, ``permanent``), each with ``kind`` (``step`` or
 ``compensation``), ``name``, ``seq`` and ``attempt``.
 
@@ -122,7 +123,22 @@ class _Decision:
                 s.signals[name] = event.get("data")
         elif kind == "retry":
             self._retry()
+        elif kind == "discarded":
+            self._discarded(event.get("command") or {})
         return self._done()
+
+    def _discarded(self, cmd: dict[str, Any]) -> None:
+        """``kstream trash discard`` of a failed command: a held workflow gives up on the step
+        and compensates; a failed compensation is skipped and the chain goes on."""
+        s = self.s
+        if cmd.get("kind") == "compensation":
+            comp = next((c for c in s.compensations if c.seq == cmd.get("seq") and c.name == cmd.get("name")), None)
+            if comp is not None and comp.status == "failed" and s.status == "compensation_failed":
+                comp.status, s.status = "discarded", "compensating"
+            return
+        step = s.steps.get(str(cmd.get("name")))
+        if step is not None and step.seq == cmd.get("seq") and step.status == "failed" and s.status == "blocked":
+            self._compensate("failed")
 
     # -- results ---------------------------------------------------------------------------
 

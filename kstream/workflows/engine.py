@@ -139,7 +139,8 @@ class Orchestrator:
         entry = TrashEntry(
             id=entry_id, topology=self.wf.name, node=cmd.node, reason="error", error_type="StepFailed",
             error_message=f"{cmd.error} (after {cmd.attempts} attempt{'s' if cmd.attempts != 1 else ''})", traceback="",
-            key=wid.encode(), value=to_json(cmd.payload).encode(), headers=[(hdr.WORKFLOW, wid.encode())],
+            key=wid.encode(), value=to_json(cmd.payload).encode(),
+            headers=[(hdr.WORKFLOW, wid.encode()), (hdr.DISCARD_TO, self.inbox.encode())],
             topic=node_topic(self._namespace, self.wf.name, cmd.node), partition=0, offset=0, workflow=wid,
             attempts=(Attempt(now, cmd.error),), first_failure=now, last_failure=now,
         )

@@ -190,3 +190,29 @@ def test_a_workflow_runs_another_as_a_step(settings: Settings) -> None:
     assert calls.count("check alice") == 1 and calls.count("check mallory") == 2
     children = wait_states(settings, kyc, ["alice.kyc.2", "mallory.kyc.2"], {"completed", "compensated"})
     assert children["alice.kyc.2"]["output"] == {"cleared": "alice"}
+
+
+def test_hold_discarding_the_failed_step_compensates_and_a_discarded_compensation_is_skipped(settings: Settings) -> None:
+    # Given crm failing its 3 attempts in hold mode, and refund failing its 2
+    services = Services(fail={"crm": 3, "refund": 2}, delay={"crm": 0.3})
+    wf = make(services, on_failure="hold")
+    provision(wf.topology, settings)
+    store = trash_store(settings)
+
+    def discard(node: str) -> None:
+        wait_until(lambda: any(e.node == node for e in store.entries()), timeout=30, what=f"{node} in the Trash")
+        store.discard(Selection(ids=tuple(e.id for e in store.entries() if e.node == node)))
+
+    with running(wf.topology, settings):
+        start(settings, wf, ["w1"])
+        wait_states(settings, wf, ["w1"], {"blocked"})
+        # When the operator discards the failed crm call: the workflow compensates instead
+        discard("crm")
+        state = wait_states(settings, wf, ["w1"], {"compensation_failed", "compensated"})["w1"]
+        assert state["status"] == "compensation_failed"
+        # And when the failing refund is discarded too, the chain goes on without it
+        discard("refund")
+        state = wait_states(settings, wf, ["w1"], {"compensated"})["w1"]
+    assert sorted((c["name"], c["status"]) for c in state["compensations"]) == [("deprovision", "completed"),
+                                                                               ("refund", "discarded")]
+    assert services.of("welcome") == [] and len(services.of("deprovision")) == 1

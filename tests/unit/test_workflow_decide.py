@@ -409,3 +409,22 @@ def test_call_declaration_errors() -> None:
         wf.call("me", wf)
     parent, _ = _parent_and_child()
     assert parent.topology.nodes["kyc"].after == ("orchestrator",)
+
+
+def test_discarding_the_held_step_compensates_and_a_discarded_compensation_is_skipped() -> None:
+    run = through_verify(onboarding(on_failure="hold"))
+    run.complete("provision", "acct")
+    run.complete("billing", "paid")
+    run.fail("crm"); run.fire("retry:crm")  # noqa: E702
+    trashed = next(c for c in run.fail("crm") if isinstance(c, ToTrash)).payload
+    assert run.s.status == "blocked"
+    # a discard of another seq changes nothing; of the trashed command: compensation starts
+    assert run.send({"type": "discarded", "command": {**trashed, "seq": 999}}) == [] and run.s.status == "blocked"
+    cmds = run.send({"type": "discarded", "command": trashed})
+    assert run.s.status == "compensating" and names(cmds) == ["refund"]
+    failed = next(c for c in run.comp_event("attempt_failed", error="down") if isinstance(c, ToTrash)).payload
+    assert run.s.status == "compensation_failed"
+    assert names(run.send({"type": "discarded", "command": failed})) == ["deprovision"]
+    run.comp_event("completed")
+    assert run.s.status == "compensated"
+    assert [(c.name, c.status) for c in run.s.compensations] == [("refund", "discarded"), ("deprovision", "completed")]
