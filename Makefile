@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit integration bench bench-quick broker-start broker-stop clean
+.PHONY: venv demo test lint typecheck unit integration bench bench-quick broker-start broker-stop clean tools
 
 venv: $(STAMP)
 
@@ -41,6 +41,7 @@ bench: venv
 	$(BIN)/python -m bench.passthrough --contenders kstream-bytes,kstream-bytes-metrics,kstream-bytes-tracing,kstream-bytes-tracing-sdk --name passthrough-observe
 	$(BIN)/python -m bench.observe_cost
 	$(BIN)/python -m bench.ratelimit
+	$(BIN)/python -m bench.workflows
 	$(BIN)/python -m bench.report
 
 # The same, scaled down (~8 min): for a quick look, not for the figures.
@@ -51,6 +52,12 @@ bench-quick: venv
 	$(BIN)/python -m bench.prefetch
 	$(BIN)/python -m bench.memory --messages 1000000 --first 200000 --backlog 100000
 	$(BIN)/python -m bench.report
+
+# Pinned load generator for bench.workflows, built from the Go module proxy into .tools/ (ignored).
+tools: .tools/bin/vegeta
+
+.tools/bin/vegeta:
+	GOBIN=$(CURDIR)/.tools/bin go install github.com/tsenart/vegeta/v12@v12.13.0
 
 broker-start: venv
 	$(BIN)/kstream dev broker start

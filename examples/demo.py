@@ -5,7 +5,10 @@
 2. trash: the operator lists and shows them, an invalid fix is refused, the fixes are kept
    (`kstream trash edit`) and replayed (`kstream trash replay`); they arrive;
 3. batch: a small shop API (cursor pagination, occasional 503s) is pulled page by page into
-   the same stream (`kstream start`); a second run picks up only the orders added since.
+   the same stream (`kstream start`); a second run picks up only the orders added since;
+4. workflows: onboardings started over HTTP (`kstream serve`'s API): one completes through a
+   flaky CRM, one fails at billing and is compensated in reverse order, one is held at its
+   failed CRM call and finished by `kstream trash replay`; their status JSON as they run.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -27,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 APP = "examples/orders.py:topology"
 
+from examples.onboarding import CrmStub, onboarding, onboarding_held
 from examples.orders import PRICES, topology
 from examples.shop import topology as shop
 from examples.shop_api import ShopApi
@@ -166,6 +173,74 @@ def act_batch(settings: Settings, run: str) -> bool:
     return ok
 
 
+def http(method: str, url: str, body: object = None) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, data=None if body is None else orjson.dumps(body), method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
+
+
+def follow(url: str, wid: str, until: set[str], timeout: float = 60.0,
+           step: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Long-poll the status until it is one of ``until`` (or ``step`` has that status)."""
+    deadline = time.monotonic() + timeout
+    _, doc = http("GET", f"{url}/workflows/{wid}")
+    while doc.get("status") not in until and time.monotonic() < deadline:
+        if step is not None and doc.get("steps", {}).get(step[0], {}).get("status") == step[1]:
+            break
+        _, doc = http("GET", f"{url}/workflows/{wid}?wait=5s")
+    return doc
+
+
+def show(doc: dict[str, Any]) -> None:
+    for line in orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode().splitlines():
+        print(f"  {line}")
+
+
+def act_workflows(settings: Settings, crm: CrmStub, run: str) -> bool:
+    from examples.workflow_api import serving
+
+    print("\n== 4. workflows: onboarding started over HTTP, steps in parallel, compensations, hold + replay")
+    with serving(settings, [onboarding, onboarding_held]) as url:
+        starts = [("onboarding", f"ann-{run}@example.com"), ("onboarding", f"bob-{run}+nocard@example.com"),
+                  ("onboarding_held", f"carol-{run}+crmdown@example.com")]
+        ids = []
+        for wf_type, email in starts:
+            t0 = time.perf_counter()
+            status, body = http("POST", f"{url}/workflows/{wf_type}", {"email": email})
+            print(f"POST /workflows/{wf_type} {{\"email\": \"{email}\"}} -> {status} {orjson.dumps(body).decode()} "
+                  f"in {(time.perf_counter() - t0) * 1000:.1f} ms")
+            ids.append(str(body["workflowId"]))
+        ann, bob, carol = ids
+        _, first = http("GET", f"{url}/workflows/{ann}")
+        print(f"\nGET /workflows/{ann} right after the POST: {first['status']}")
+        running = follow(url, ann, {"completed", "compensated"}, step=("verify", "completed"))
+        print(f"\nGET /workflows/{ann} while it runs (provision, billing and crm in parallel):")
+        show(running)
+        done = follow(url, ann, {"completed", "compensated", "failed"})
+        print(f"\nGET /workflows/{ann} at the end:")
+        show(done)
+        failed = follow(url, bob, {"compensated", "compensation_failed", "completed"})
+        print(f"\nGET /workflows/{bob}: billing declined the card, completed steps undone in reverse order:")
+        show(failed)
+        held = follow(url, carol, {"blocked", "completed"})
+        print(f"\nGET /workflows/{carol}: the CRM refused every attempt, the workflow is held:")
+        show(held)
+        crm.recover()
+        store = trash_store(settings)
+        entries = [e for e in store.entries(TrashFilter(topology="onboarding_held")) if e.workflow == carol]
+        store.close()
+        kstream_cli(settings.bootstrap_servers, "trash", "replay", *(e.id for e in entries))
+        finished = follow(url, carol, {"completed"})
+        print(f"\nGET /workflows/{carol} after the replay (the other steps did not run again):")
+        show(finished)
+    return (done.get("status") == "completed" and failed.get("status") == "compensated"
+            and finished.get("status") == "completed")
+
+
 def wait_for_run_end(settings: Settings, scope: str) -> None:
     reader = KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
     deadline = time.monotonic() + 30
@@ -181,26 +256,31 @@ def main() -> int:
     settings = Options().settings()
     print(f"broker      {settings.bootstrap_servers}")
     client = admin(settings)
-    for topo in (topology, shop):
+    topologies = (topology, shop, onboarding.topology, onboarding_held.topology)
+    for topo in topologies:
         for change in apply(plan(topo, settings, client, create_external=True), client):
             print(f"topic       {change.line()}")
     run = time.strftime("%H%M%S")
     since = datetime.now(UTC) - timedelta(seconds=1)
     stop = threading.Event()
-    workers = [build_worker(t, name, settings, stop) for t in (topology, shop) for name in t.order()]
+    crm = CrmStub(flaky=3).__enter__()
+    os.environ["CRM_URL"] = crm.url
+    workers = [build_worker(t, name, settings, stop) for t in topologies for name in t.order()]
     runner = threading.Thread(target=run_workers, args=(workers, stop))
     runner.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            results = [act_stream(settings, run), act_trash(settings, Path(tmp), since), act_batch(settings, run)]
+            results = [act_stream(settings, run), act_trash(settings, Path(tmp), since), act_batch(settings, run),
+                       act_workflows(settings, crm, run)]
     finally:
         stop.set()
         runner.join(30)
+        crm.__exit__()
     print("\n== per node")
     for w in workers:
         print(f"  {w.name:<16} processed {w.processed:>4}  trashed {w.processor.trashed}")
     ok = all(results)
-    print("\ndemo ok: every order delivered, fixed from the Trash, or pulled from the API"
+    print("\ndemo ok: every order delivered, fixed from the Trash, or pulled from the API; workflows as expected"
           if ok else f"\ndemo FAILED: acts ok = {results}")
     return 0 if ok else 1
 

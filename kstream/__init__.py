@@ -9,5 +9,6 @@ from kstream.context import Context, Emit
 from kstream.errors import KstreamError, Permanent, RateLimited
 from kstream.retry import Retry
 from kstream.topology import Topology
+from kstream.workflows.declare import StepResult, Workflow
 
-__all__ = ["Context", "Emit", "KstreamError", "Page", "Permanent", "RateLimited", "Retry", "Topology"]
+__all__ = ["Context", "Emit", "KstreamError", "Page", "Permanent", "RateLimited", "Retry", "StepResult", "Topology", "Workflow"]

@@ -16,6 +16,7 @@ from kstream.batch import BatchRunner, read_cursor_changes
 from kstream.config import Settings
 from kstream.errors import BrokerError, ConfigError, KstreamError
 from kstream.kafka.confluent import (
+    KafkaAckProducer,
     KafkaAdmin,
     KafkaConsumer,
     KafkaProducer,
@@ -36,6 +37,8 @@ from kstream.tracing import Tracing, otel_tracing
 from kstream.trash import blocking_keys
 from kstream.trash_store import TrashStore
 from kstream.txns import Hanging, HangingWatch
+from kstream.workflows.declare import ORCHESTRATOR, WorkflowTopology
+from kstream.workflows.engine import bind_workflow
 
 log = logging.getLogger("kstream")
 
@@ -78,8 +81,11 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
     each attempt of a message runs in a span (:func:`tracing_of`). ``transactional_id``: reuse
     a failed worker's (exactly-once), so the new producer fences it.
     """
-    node = topology.get(name)
     ns = settings.namespace
+    if isinstance(topology, WorkflowTopology):  # its nodes' handlers need the namespace (kstream.workflows)
+        bind_workflow(topology, namespace=ns, trash_topic=settings.trash_topic, reader=cursor_reader(settings),
+                      producer=lambda: producer(settings), stop=stop, orchestrator=name == ORCHESTRATOR)
+    node = topology.get(name)
     limits = {} if limiters is None else limiters
     if node.limit is not None and node.limit not in limits:
         if node.limit not in settings.limits:
@@ -321,3 +327,13 @@ def cursor_reader(settings: Settings) -> KafkaTopicReader:
 def status_reader(settings: Settings) -> KafkaTopicReader:
     """Reads ``{ns}.status`` (:func:`kstream.runtime.status.in_flight_by_node`)."""
     return KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
+
+
+def ack_producer(settings: Settings) -> KafkaAckProducer:
+    """The HTTP API's producer: acks=all, and a callback per record (a start is answered once stored)."""
+    return KafkaAckProducer(settings.bootstrap_servers, settings.kafka)
+
+
+def tail_consumer(settings: Settings, purpose: str) -> KafkaConsumer:
+    """A consumer in a group of its own (nothing committed): it reads all partitions from the start."""
+    return KafkaConsumer(settings.bootstrap_servers, f"{settings.namespace}.{purpose}.{uuid.uuid4().hex[:12]}", settings.kafka)

@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Literal
 
 from kstream.topology import Topology
+from kstream.workflows.declare import Workflow, WorkflowTopology
 
 Format = Literal["mermaid", "dot"]
 
 
 def render(topology: Topology, namespace: str, fmt: Format = "mermaid") -> str:
+    if isinstance(topology, WorkflowTopology):
+        return render_workflow(topology.workflow, fmt)
     ids: dict[tuple[str, str], str] = {}
 
     def node_id(kind: str, name: str) -> str:
@@ -43,3 +46,29 @@ def render(topology: Topology, namespace: str, fmt: Format = "mermaid") -> str:
         lines.append(f"  {a} -->|{label}| {b}" if label else f"  {a} --> {b}")
     return "\n".join(lines)
 
+
+
+def render_workflow(wf: Workflow, fmt: Format = "mermaid") -> str:
+    """A workflow as its steps: ``after`` edges (a join has several), each compensation dashed
+    from the step it undoes; the policies of a step in its label."""
+    ids = {name: f"s{i}" for i, name in enumerate([*wf.order(), *wf.compensations])}
+    labels: dict[str, str] = {}
+    for name in wf.order():
+        spec = wf.steps[name]
+        extra = [f"retry {spec.retry.attempts}" if spec.retry.attempts > 1 else "",
+                 f"timeout {spec.timeout:g}s" if spec.timeout else "", f"signal {spec.signal}" if spec.signal else "",
+                 f"workflow {spec.child.name}" if spec.child else ""]
+        labels[name] = " ".join([name, *(f"({e})" for e in extra if e)])
+    for name in wf.compensations:
+        labels[name] = f"undo: {name}"
+    edges = [(ids[a], ids[name], False) for name in wf.order() for a in wf.steps[name].after]
+    edges += [(ids[name], ids[spec.compensate], True) for name, spec in wf.steps.items() if spec.compensate]
+    if fmt == "dot":
+        lines = [f'digraph "{wf.name}" {{', "  rankdir=LR;"]
+        lines += [f'  {ids[n]} [label="{label}", shape={"box" if n in wf.steps else "octagon"}];' for n, label in labels.items()]
+        lines += [f"  {a} -> {b}" + (" [style=dashed];" if dashed else ";") for a, b, dashed in edges]
+        return "\n".join([*lines, "}"])
+    lines = ["flowchart LR"]
+    lines += [f'  {ids[n]}["{label}"]' if n in wf.steps else f'  {ids[n]}{{{{"{label}"}}}}' for n, label in labels.items()]
+    lines += [f"  {a} -.-> {b}" if dashed else f"  {a} --> {b}" for a, b, dashed in edges]
+    return "\n".join(lines)

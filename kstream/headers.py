@@ -23,6 +23,7 @@ ATTEMPT = "kstream-attempt"
 ORIGIN = "kstream-origin"
 REPLAY_OF = "kstream-replay-of"
 RELEASE_OF = "kstream-release-of"  # a parked message released because its blocking entry was discarded
+DISCARD_TO = "kstream-discard-to"  # on a workflow step's trash entry: the inbox told when it is discarded
 TRACEPARENT = "traceparent"
 # Only on messages in a node's retry topic:
 DUE = "kstream-due"                    # epoch ms before which the retry must not run
@@ -30,7 +31,8 @@ ATTEMPTS = "kstream-attempts"          # JSON [[epoch ms, error], ...] of the fa
 RETRY_SOURCE = "kstream-retry-source"  # topic/partition/offset of the original input
 _RETRY = frozenset({ATTEMPT, DUE, ATTEMPTS, RETRY_SOURCE})
 # Set per message by the writer, never copied from an input to its outputs.
-_NOT_INHERITED = frozenset({ID, WORKFLOW, PARENT, HOPS, ATTEMPT, ORIGIN, REPLAY_OF, RELEASE_OF, DUE, ATTEMPTS, RETRY_SOURCE})
+_NOT_INHERITED = frozenset({ID, WORKFLOW, PARENT, HOPS, ATTEMPT, ORIGIN, REPLAY_OF, RELEASE_OF, DUE, ATTEMPTS, RETRY_SOURCE,
+                            DISCARD_TO})
 
 
 class IdGenerator:

@@ -1,5 +1,5 @@
 """Load ``APP``: ``package.module:attr`` or ``path/to/file.py:attr`` (``:attr`` optional when
-the module holds exactly one Topology)."""
+the module holds exactly one Topology or Workflow; a Workflow loads as its compiled topology)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kstream.errors import AppLoadError, DeclarationError
 from kstream.topology import Topology
+from kstream.workflows.declare import Workflow
 
 
 def load_topology(spec: str) -> Topology:
@@ -22,15 +23,38 @@ def load_topology(spec: str) -> Topology:
         obj = getattr(module, attr, None)
         if obj is None:
             raise AppLoadError(f"{target} has no attribute {attr!r}")
+        if isinstance(obj, Workflow):
+            obj = obj.topology
         if not isinstance(obj, Topology):
-            raise AppLoadError(f"{target}:{attr} is a {type(obj).__name__}, not a kstream Topology")
+            raise AppLoadError(f"{target}:{attr} is a {type(obj).__name__}, not a kstream Topology or Workflow")
     else:
-        found = [v for v in vars(module).values() if isinstance(v, Topology)]
+        found = [v.topology if isinstance(v, Workflow) else v for v in vars(module).values()
+                 if isinstance(v, (Topology, Workflow))]
         if len(found) != 1:
             raise AppLoadError(f"{target} holds {len(found)} topologies: name one as {target}:ATTR")
         obj = found[0]
     obj.validate()
     return obj
+
+
+def load_workflows(spec: str) -> list[Workflow]:
+    """The workflows of ``APP``: the one named (``module:attr``), or every Workflow of the module."""
+    target, _, attr = spec.partition(":")
+    if not target:
+        raise AppLoadError(f"APP {spec!r} is empty: use module:attr or path/to/file.py:attr")
+    module = _import(target)
+    if attr:
+        found = [getattr(module, attr, None)]
+        if not isinstance(found[0], Workflow):
+            raise AppLoadError(f"{target}:{attr} is not a kstream Workflow")
+    else:
+        found = [v for v in vars(module).values() if isinstance(v, Workflow)]
+        if not found:
+            raise AppLoadError(f"{target} holds no Workflow")
+    workflows = [wf for wf in found if isinstance(wf, Workflow)]
+    for wf in workflows:
+        wf.validate()
+    return workflows
 
 
 def _import(target: str) -> object:

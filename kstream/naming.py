@@ -37,3 +37,8 @@ def retry_topic(namespace: str, topology: str, node: str) -> str:
 
 def group_id(namespace: str, topology: str, node: str) -> str:
     return f"{namespace}.{topology}.{node}"
+
+
+def workflow_state_topic(namespace: str, workflow: str) -> str:
+    """The compacted state of every workflow of one type (its inbox is the orchestrator node's input)."""
+    return f"{namespace}.wf.{workflow}"

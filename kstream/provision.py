@@ -82,6 +82,8 @@ def wanted(topology: Topology, settings: Settings) -> list[Want]:
         result[internal] = Want(internal, topics.partitions, topics.replication_factor, dict(COMPACTED))
     result[settings.status_topic] = Want(settings.status_topic, topics.partitions, topics.replication_factor,
                                          dict(STATUS_CONFIG))
+    for name, config in topology.owned_topics(ns).items():
+        result[name] = Want(name, topics.partitions, topics.replication_factor, dict(config))
     if any(node.limit for node in topology.nodes.values()):  # rate limit shares (kstream.limits)
         result[limits_topic(ns)] = Want(limits_topic(ns), LIMITS_PARTITIONS, topics.replication_factor)
     for node in topology.nodes.values():

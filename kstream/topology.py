@@ -236,6 +236,11 @@ class Topology:
     def processing_of(self, node: Node) -> Processing:
         return node.processing or self.processing
 
+    def owned_topics(self, namespace: str) -> dict[str, dict[str, str]]:
+        """Topics the topology owns besides its nodes' inputs (name -> topic config), created by
+        ``topics apply`` with the default partition count. None here; a workflow has its state."""
+        return {}
+
 
 def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
     if value is None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from kstream.errors import ConfigError, DecodeError, NotFound
-from kstream.headers import RELEASE_OF, REPLAY_OF
+from kstream.headers import DISCARD_TO, RELEASE_OF, REPLAY_OF
 from kstream.kafka.port import TopicReader, TransactionalProducer, latest_by_key
 from kstream.trash import TrashCodec, TrashEntry
 
@@ -197,6 +197,9 @@ class TrashStore:
             if released_by is not None:
                 headers = [*replay_headers(entry), (RELEASE_OF, released_by.encode())]
                 producer.produce(entry.topic, entry.value, entry.key, headers)
+            inbox = next((v for k, v in entry.headers if k == DISCARD_TO and v), None)
+            if inbox is not None and entry.value is not None:  # a workflow step: its orchestrator moves on
+                producer.produce(inbox.decode(), b'{"type":"discarded","command":' + entry.value + b"}", entry.key, None)
             producer.produce(self.topic, None, entry.id.encode(), None)
 
         return self._apply(selection, write, dry_run=dry_run, progress=progress)

@@ -19,6 +19,7 @@ from kstream.cli.start import start
 from kstream.cli.topics import topics
 from kstream.cli.trash import trash
 from kstream.cli.txns import txns
+from kstream.cli.workflows import serve, workflows
 
 
 def _kafka_props(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -61,6 +62,8 @@ cli.add_command(cursors)
 cli.add_command(lag)
 cli.add_command(txns)
 cli.add_command(schemas)
+cli.add_command(serve)
+cli.add_command(workflows)
 
 
 def _limit_malloc_arenas() -> None:

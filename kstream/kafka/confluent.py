@@ -683,3 +683,26 @@ class KafkaTransactionalProducer(_TransactionalProducer):
 
     def close(self) -> None:
         self._producer.flush(5)
+
+
+class KafkaAckProducer(KafkaProducer):
+    """A producer that tells the caller when each record is acknowledged (the HTTP API answers
+    a start only once it is stored). ``on_ack`` runs on the thread that calls :meth:`poll`,
+    with ``None`` or the error as one line."""
+
+    def __init__(self, bootstrap: str, kafka: Mapping[str, str]) -> None:
+        # Successes are the point; a request waits for its record, so batching buys little
+        # (linger.ms 1 unless the settings say otherwise).
+        super().__init__(bootstrap, {"linger.ms": "1", **kafka}, **{"delivery.report.only.error": "false"})
+
+    def send(self, topic: str, value: bytes, key: bytes, headers: HeaderList,
+             on_ack: Callable[[str | None], None]) -> None:
+        def delivered(err: KafkaError | None, msg: Any) -> None:
+            on_ack(None if err is None else f"delivery to {topic} failed: {err.str()}")
+
+        try:
+            self._producer.produce(topic, value, key, headers=headers, on_delivery=delivered)  # type: ignore[arg-type]
+        except BufferError:
+            on_ack(f"delivery to {topic} failed: the producer's queue is full")
+        except KafkaException as exc:
+            on_ack(str(broker_error(exc, f"produce to {topic} failed")))

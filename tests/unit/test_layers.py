@@ -53,14 +53,17 @@ LAYERS: dict[str, int] = {
     "kstream.avro_topics": 3,
     "kstream.faust_agent": 3,
     "kstream.lag": 3,
+    "kstream.workflows": 3,  # declaration, state, the pure decide(); steps wrap handlers
     # 4: the processing runtime
     "kstream.runtime": 4,
+    "kstream.workflows.engine": 4,  # the orchestrator at run time
     # 5: the composition root, and the test driver (a composition root on the in-memory broker)
     "kstream.app": 5,
     "kstream.testing": 5,
     "kstream.testing.memory": 2,  # the in-memory adapter of the broker port
     # 6: the CLI
     "kstream.cli": 6,
+    "kstream.api": 6,  # the HTTP API: like the CLI, an edge (the CLI's `serve` starts it)
 }
 
 # Third-party clients each live behind one module (or folder).
@@ -72,6 +75,7 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
     "click": ("kstream.cli",),
     "prometheus_client": ("kstream.metrics",),
     "opentelemetry": ("kstream.tracing",),
+    "starlette": ("kstream.api",),
 }
 
 

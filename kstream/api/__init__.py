@@ -1,0 +1,1 @@
+"""The workflows HTTP API (``kstream serve``): :mod:`kstream.api.server`."""
