@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from kstream.app import ack_producer, cursor_reader, producer, tail_consumer
-from kstream.cli.common import Options, app_argument, pass_options, setup_logging
+from kstream.cli.common import Options, app_argument, pass_options, setup_logging, topology_of
 from kstream.codecs import from_json, pretty_json, to_json
 from kstream.config import Settings
 from kstream.errors import ConfigError, DeliveryFailed, NotFound
@@ -33,8 +33,10 @@ from kstream.workflows.state import status_document
 @click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False),
               help="File holding the bearer token (a mounted secret); or env KSTREAM_API_TOKEN. Without either: no auth.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--console", "console_app", metavar="APP", help="Also serve the operator console of this topology at /console.")
 @pass_options
-def serve(options: Options, app: str, host: str, port: int, token_file: Path | None, log_level: str) -> None:  # noqa: PLR0917
+def serve(options: Options, app: str, host: str, port: int, token_file: Path | None, log_level: str,  # noqa: PLR0917
+          console_app: str | None) -> None:
     """Serve the HTTP API of the workflows of APP (needs the extra: pip install 'kstream[api]').
 
     POST /workflows/{type} starts one (Idempotency-Key makes it idempotent), GET
@@ -62,7 +64,12 @@ def serve(options: Options, app: str, host: str, port: int, token_file: Path | N
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    server = Server(uvicorn.Config(create_app(workflows, kafka, token=token), host=host, port=port,
+    api_app = create_app(workflows, kafka, token=token)
+    if console_app is not None:
+        from kstream.console.app import create_console, mount
+
+        mount(api_app, create_console(topology_of(console_app), settings, token=token, workflows=api_app))
+    server = Server(uvicorn.Config(api_app, host=host, port=port,
                                    log_level="warning", access_log=False))
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

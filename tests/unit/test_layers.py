@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "kstream.trash": 3,
     "kstream.trash_store": 3,
     "kstream.graph": 3,
+    "kstream.lag": 3,
     "kstream.provision": 3,
     "kstream.loader": 3,
     "kstream.batch": 3,
@@ -54,6 +55,7 @@ LAYERS: dict[str, int] = {
     # 6: the CLI
     "kstream.cli": 6,
     "kstream.api": 6,  # the HTTP API: like the CLI, an edge (the CLI's `serve` starts it)
+    "kstream.console": 6,  # the operator console: pages over the API's view and the stores
 }
 
 # Third-party clients each live behind one module (or folder).
@@ -62,7 +64,7 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
     "fastavro": ("kstream.codecs",),
     "orjson": ("kstream.codecs",),
     "click": ("kstream.cli",),
-    "starlette": ("kstream.api",),
+    "starlette": ("kstream.api", "kstream.console"),
 }
 
 
