@@ -218,7 +218,7 @@ def test_workflow_timeline_updates_while_it_runs_and_buttons_steer(settings: Set
         page.goto(f"{base}/workflows/{wid2}")
         page.click(".actions >> text=Cancel")
         expect(page.locator("p.note")).to_contain_text("cancel sent")
-        expect(page.locator("#wf-status")).to_have_text("compensated", timeout=90_000)
+        expect(page.locator("#wf-status")).to_have_text("cancelled", timeout=90_000)
 
         # Retry: a workflow held after a failure runs again and completes
         services.fail["verify"] = 1
