@@ -49,7 +49,7 @@ function draw(host, data) {
     for (const e of data.edges) col[e.to] = Math.max(col[e.to], col[e.from] + 1);
   }
   const rows = {}, pos = {};
-  const W = 200, H = 78, GX = 70, GY = 30;
+  const W = 190, H = 78, GX = 50, GY = 30;
   for (const b of data.boxes) {
     const c = col[b.id], r = (rows[c] = (rows[c] || 0) + 1) - 1;
     pos[b.id] = { x: 10 + c * (W + GX), y: 10 + r * (H + GY) };
@@ -64,10 +64,11 @@ function draw(host, data) {
   root.appendChild(defs);
   for (const e of data.edges) {
     const a = pos[e.from], b = pos[e.to];
-    root.appendChild(svg("line", { x1: a.x + W, y1: a.y + H / 2, x2: b.x, y2: b.y + H / 2, class: "edge",
-                                   "marker-end": "url(#arrow)" }));
-    if (e.label) root.appendChild(svg("text", { x: (a.x + W + b.x) / 2, y: (a.y + b.y) / 2 + H / 2 - 6,
-                                                class: "edge-label", "text-anchor": "middle" }, e.label));
+    const line = svg("line", { x1: a.x + W, y1: a.y + H / 2, x2: b.x, y2: b.y + H / 2, class: "edge",
+                               "marker-end": "url(#arrow)" });
+    // The internal topic between two nodes: too long to print in the gap, so a tooltip.
+    if (e.label) line.appendChild(svg("title", {}, e.label));
+    root.appendChild(line);
   }
   for (const b of data.boxes) {
     const p = pos[b.id], stats = b.kind === "node" ? data.nodes[b.name] : null;
