@@ -48,8 +48,9 @@ def _pretty(data: bytes | None) -> str:
 
 
 def _filter_form(request: Request, given: dict[str, str]) -> str:
-    inputs = "".join(f'<label>{k} <input name="{k}" value="{esc(given.get(k, ""))}"'
-                     f'{" placeholder=10m, 2h, ISO" if k in ("since", "until") else ""}></label>' for k in FIELDS)
+    when = ' placeholder="10m, 2h or ISO time"'
+    inputs = "".join(f'<label>{k} <input name="{k}" value="{esc(given.get(k, ""))}"{when if k in ("since", "until") else ""}>'
+                     '</label>' for k in FIELDS)
     return f'<form method="get" action="{esc(url(request, "trash"))}" class="filters">{inputs}<button>Filter</button></form>'
 
 
