@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 
 import click
 
 from kstream.app import ack_producer, cursor_reader, tail_consumer
 from kstream.cli.common import Options, app_argument, pass_options, setup_logging, topology_of
+from kstream.cli.serving import read_token, run_server
 from kstream.errors import AppLoadError, ConfigError
 from kstream.loader import load_workflows
-
-
-def read_token(token_file: Path | None) -> str | None:
-    """The bearer token: the file (a mounted secret) wins over env KSTREAM_API_TOKEN; None: no auth."""
-    token = os.environ.get("KSTREAM_API_TOKEN") or None
-    if token_file is not None:
-        try:
-            token = token_file.read_text().strip() or None
-        except OSError as exc:
-            raise ConfigError(f"cannot read the token file {token_file}: {exc.strerror}") from None
-    return token
 
 
 @click.command()
@@ -48,8 +33,6 @@ def console(options: Options, app: str, workflows_app: str | None, host: str, po
     ``Authorization: Bearer <token>``. Writes need the form's CSRF token.
     """
     try:
-        import uvicorn
-
         from kstream.api.server import Kafka, create_app
         from kstream.console.app import create_console
     except ImportError as exc:
@@ -70,20 +53,5 @@ def console(options: Options, app: str, workflows_app: str | None, host: str, po
                       settings.namespace)
         api_app = create_app(workflows, kafka, token=token)
 
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-    server = Server(uvicorn.Config(create_console(topology, settings, token=token, workflows=api_app), host=host,
-                                   port=port, log_level="warning", access_log=False))
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        server.should_exit = True
-
-    # As `kstream serve`: our handlers, so a clean stop exits 0.
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    click.echo(f"console of {topology.name} on http://{host}:{port}", err=True)
-    server.run()
-    click.echo("stopped", err=True)
+    run_server(create_console(topology, settings, token=token, workflows=api_app), host, port,
+               f"console of {topology.name} on http://{host}:{port}")

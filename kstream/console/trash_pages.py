@@ -5,7 +5,6 @@ for ``kstream trash``; the edit is validated by the node's decoder, as ``kstream
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Literal
 from urllib.parse import urlencode
@@ -16,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from kstream.app import trash_store
+from kstream.codecs import pretty_json
 from kstream.console.html import esc, form, page, table, url
 from kstream.console.state import Console
 from kstream.errors import ConfigError, DecodeError, KstreamError
@@ -39,12 +39,7 @@ def _iso(when: datetime) -> str:
 
 
 def _pretty(data: bytes | None) -> str:
-    if data is None:
-        return "null"
-    try:
-        return json.dumps(json.loads(data), indent=2, ensure_ascii=False)
-    except ValueError:
-        return data.decode("utf-8", errors="backslashreplace")
+    return "null" if data is None else pretty_json(data)
 
 
 def _filter_form(request: Request, given: dict[str, str]) -> str:
