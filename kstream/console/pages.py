@@ -97,7 +97,8 @@ def timeline(state: dict[str, Any], order: list[str]) -> str:
             + (f' · <span class="error">{esc(doc["error"])}</span>' if "error" in doc else "") + "</p>")
     out = head + table(["step", "status", "attempts", "duration", "error", "timeline"], rows, cls="timeline")
     if comps:
-        out += "<h2>Compensations</h2>" + table(["compensation", "undoes", "status", "attempts", "error"], comps)
+        out += "<h2>Compensations</h2>" + table(["compensation", "undoes", "status", "attempts", "error"], comps,
+                                                cls="compensations")
     return out
 
 

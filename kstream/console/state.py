@@ -13,6 +13,7 @@ from kstream.api.server import Api
 from kstream.app import admin, status_reader, trash_store
 from kstream.config import Settings
 from kstream.graph import shape
+from kstream.kafka.confluent import KafkaAdmin
 from kstream.lag import NodeLag, bottleneck, sample, since
 from kstream.runtime.status import LIVE_FOR, in_flight_by_node
 from kstream.topology import Topology
@@ -43,6 +44,7 @@ class Console:
     jobs: dict[str, Job] = field(default_factory=dict)
     _trash: tuple[float, list[TrashEntry]] | None = None
     _lag: list[NodeLag] = field(default_factory=list)
+    _admin: KafkaAdmin | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- the Trash ---------------------------------------------------------------------------
@@ -89,7 +91,11 @@ class Console:
     def topology_data(self) -> dict[str, Any]:
         """The graph (the data of ``kstream graph``) and, per node, lag, rates, in-flight, Trash count."""
         ns = self.settings.namespace
-        now = sample(admin(self.settings, timeout=10.0), self.topology, ns)
+        with self._lock:
+            if self._admin is None:
+                self._admin = admin(self.settings, timeout=10.0)
+            client = self._admin
+        now = sample(client, self.topology, ns)
         with self._lock:
             nodes = since(self._lag, now) if self._lag else now
             self._lag = now

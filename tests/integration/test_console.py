@@ -246,6 +246,16 @@ def test_workflow_timeline_updates_while_it_runs_and_buttons_steer(settings: Set
         page.goto(f"{base}/workflows?status=completed")
         expect(page.locator("table.workflows")).to_contain_text(wid3)
 
+        # Compensations: crm always fails, so provision and billing are undone, shown in their table
+        services.fail["crm"] = -1
+        wid4 = http("POST", f"{root}/workflows/onboarding", {"email": "zed@x"}, auth)[1]["workflowId"]
+        page.goto(f"{base}/workflows/{wid4}")
+        expect(page.locator("#wf-status")).to_have_text("compensated", timeout=90_000)
+        expect(page.locator("table.timeline tr", has_text="crm")).to_contain_text("failed")
+        expect(page.locator("table.compensations tr", has_text="deprovision")).to_contain_text("completed")
+        expect(page.locator("table.compensations tr", has_text="refund")).to_contain_text("completed")
+        shot(page, "workflow-compensated")
+
 
 def test_cursors_page_resets_a_scope_after_confirmation(settings: Settings, context: BrowserContext) -> None:
     ns = settings.namespace
@@ -308,3 +318,6 @@ def test_trash_list_pages_through_100000_entries(settings: Settings) -> None:
         matching = [e for e in entries if e.node == "enrich" and e.error_type == "Boom2"]
         assert f"<b>{len(matching)}</b> entries" in html and f"page 2 of {-(-len(matching) // 50)}" in html
         assert f'value="{matching[-51].id}"' in html
+        # And a time range (ISO, naive = UTC) selects the failures inside it
+        status, html = http("GET", f"{base}/trash?since=2026-01-01T00:01:00&until=2026-01-01T00:01:59", None, auth)
+        assert "<b>60</b> entries" in html and 'value="e000119"' in html and 'value="e000120"' not in html
