@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -23,6 +24,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from kstream.console.html import esc, page, url
+from kstream.errors import BrokerError, KstreamError
+
+log = logging.getLogger("kstream.console")
 
 SESSION = "kstream_session"
 CSRF = "kstream_csrf"
@@ -73,7 +77,12 @@ def guard(access: Access, endpoint: Endpoint, *, public: bool = False) -> Endpoi
             response = page(request, "Refused", "<p class=error>The form is stale or came from another site "
                             "(CSRF check failed): reload the page and try again.</p>", status=403)
         else:
-            response = await endpoint(request)
+            try:
+                response = await endpoint(request)
+            except KstreamError as exc:  # the broker is away, a topic is missing: say so on the page
+                log.warning("console %s %s failed: %s", request.method, request.url.path, exc)
+                response = page(request, "Error", f"<p class=error>{esc(exc)}</p>",
+                                status=503 if isinstance(exc, BrokerError) else 400)
         if fresh:
             response.set_cookie(CSRF, request.state.csrf, httponly=True, samesite="strict", path=_cookie_path(request),
                                 secure=request.url.scheme == "https")

@@ -210,8 +210,8 @@ async def trash_run(console: Console, request: Request) -> Response:
         selection = _selection(data)
     except KstreamError as exc:
         return page(request, "Nothing to do", f"<p class=error>{esc(exc)}</p>", status=400, active="trash")
-    expected = int(str(data.get("expected") or "0") or 0)
-    job = console.start_job(_verb(data), selection, expected)
+    expected = str(data.get("expected") or "")
+    job = console.start_job(_verb(data), selection, int(expected) if expected.isdigit() else 0)
     return RedirectResponse(url(request, f"jobs/{job.id}"), status_code=303)
 
 
