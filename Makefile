@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit integration bench bench-quick broker-start broker-stop clean tools
+.PHONY: venv demo test lint typecheck unit integration bench bench-quick broker-start broker-stop clean tools browser
 
 venv: $(STAMP)
 
@@ -27,7 +27,7 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest -q -m "not integration"
 
-test: venv lint typecheck
+test: venv lint typecheck browser
 	$(BIN)/pytest -q
 
 # Full benchmark suite against a broker each benchmark starts itself (~40 min on 2 cores).
@@ -58,6 +58,11 @@ tools: .tools/bin/vegeta
 
 .tools/bin/vegeta:
 	GOBIN=$(CURDIR)/.tools/bin go install github.com/tsenart/vegeta/v12@v12.13.0
+
+# The console tests drive Debian's chromium through Playwright (Playwright's own browser
+# download cannot work here): installed from apt when missing.
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
 broker-start: venv
 	$(BIN)/kstream dev broker start

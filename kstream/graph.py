@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from kstream.topology import Topology
@@ -10,17 +11,29 @@ from kstream.workflows.declare import Workflow, WorkflowTopology
 Format = Literal["mermaid", "dot"]
 
 
-def render(topology: Topology, namespace: str, fmt: Format = "mermaid") -> str:
-    if isinstance(topology, WorkflowTopology):
-        return render_workflow(topology.workflow, fmt)
+@dataclass(frozen=True)
+class Shape:
+    """A topology as boxes and arrows: what every rendering draws (``kstream graph``, the console).
+
+    Ids are by position: always valid in Mermaid and DOT, never shared by two names.
+    """
+
+    labels: dict[str, tuple[str, str]]
+    """id -> (label, kind): kind ``node`` or ``topic``."""
+    names: dict[str, str]
+    """id -> the node's or topic's name."""
+    edges: list[tuple[str, str, str]]
+    """(from id, to id, label: the internal topic between two nodes, else empty)."""
+
+
+def shape(topology: Topology, namespace: str) -> Shape:
     ids: dict[tuple[str, str], str] = {}
 
     def node_id(kind: str, name: str) -> str:
-        """Ids by position: always valid in Mermaid and DOT, never shared by two names."""
         return ids.setdefault((kind, name), f"{kind}{len(ids)}")
 
-    edges: list[tuple[str, str, str]] = []  # (from id, to id, label)
-    labels: dict[str, tuple[str, str]] = {}  # id -> (label, shape)
+    edges: list[tuple[str, str, str]] = []
+    labels: dict[str, tuple[str, str]] = {}
     for name in topology.order():
         node = topology.nodes[name]
         labels[node_id("n", name)] = (f"{name}" + (f" (prefetch {node.prefetch})" if node.prefetch > 1 else ""), "node")
@@ -32,16 +45,24 @@ def render(topology: Topology, namespace: str, fmt: Format = "mermaid") -> str:
         for t in node.to:
             labels[node_id("t", t)] = (t, "topic")
             edges.append((node_id("n", name), node_id("t", t), ""))
+    return Shape(labels, {ident: name for (_, name), ident in ids.items()}, edges)
+
+
+def render(topology: Topology, namespace: str, fmt: Format = "mermaid") -> str:
+    if isinstance(topology, WorkflowTopology):
+        return render_workflow(topology.workflow, fmt)
+    drawn = shape(topology, namespace)
+    labels, edges = drawn.labels, drawn.edges
     if fmt == "dot":
         lines = [f'digraph "{topology.name}" {{', "  rankdir=LR;"]
-        for ident, (label, shape) in labels.items():
-            lines.append(f'  {ident} [label="{label}", shape={"box" if shape == "node" else "cylinder"}];')
+        for ident, (label, kind) in labels.items():
+            lines.append(f'  {ident} [label="{label}", shape={"box" if kind == "node" else "cylinder"}];')
         for a, b, label in edges:
             lines.append(f'  {a} -> {b}' + (f' [label="{label}"]' if label else "") + ";")
         return "\n".join([*lines, "}"])
     lines = ["flowchart LR"]
-    for ident, (label, shape) in labels.items():
-        lines.append(f'  {ident}["{label}"]' if shape == "node" else f'  {ident}[("{label}")]')
+    for ident, (label, kind) in labels.items():
+        lines.append(f'  {ident}["{label}"]' if kind == "node" else f'  {ident}[("{label}")]')
     for a, b, label in edges:
         lines.append(f"  {a} -->|{label}| {b}" if label else f"  {a} --> {b}")
     return "\n".join(lines)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
 from typing import Any
 
 import click
@@ -12,89 +11,16 @@ import click
 from kstream.app import admin, status_reader
 from kstream.cli.common import Options, app_argument, pass_options, topology_of
 from kstream.kafka.confluent import KafkaAdmin
-from kstream.kafka.port import Admin, GroupLag
-from kstream.lag import node_lag, node_topics
+from kstream.lag import NodeLag, bottleneck, measure, with_in_flight
 from kstream.metrics import partition_lag
-from kstream.naming import group_id
 from kstream.provision import wanted
 from kstream.runtime.status import LIVE_FOR, in_flight_by_node
 from kstream.topology import Topology
 from kstream.txns import Hanging, remedy
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One node's partitions at one moment."""
-
-    at: float
-    parts: list[GroupLag]
-
-    @property
-    def end(self) -> int:
-        return sum(p.end for p in self.parts)
-
-    @property
-    def committed(self) -> int:
-        # No commit yet: the group starts at the beginning (auto.offset.reset=earliest). Counted
-        # as offset 0, so lag is an upper bound where retention already deleted the start.
-        return sum(p.committed or 0 for p in self.parts)
-
-    @property
-    def lag(self) -> int:
-        return sum(partition_lag(p.committed, p.end) for p in self.parts)
-
-
-@dataclass(frozen=True)
-class NodeLag:
-    node: str
-    group: str
-    topics: list[str]
-    first: Sample
-    last: Sample | None
-    in_flight: int | None = None
-    """Summed over the node's live workers (status younger than LIVE_FOR); None: none reports."""
-
-    @property
-    def lag(self) -> int:
-        return (self.last or self.first).lag
-
-    def rate(self, what: str) -> float | None:
-        if self.last is None or self.last.at <= self.first.at:
-            return None
-        delta = self.last.end - self.first.end if what == "in" else self.last.committed - self.first.committed
-        return max(0, delta) / (self.last.at - self.first.at)
-
-
-def _sample(client: Admin, topology: Topology, name: str, namespace: str) -> Sample:
-    # The same reading as the workers' kstream_consumer_lag_records metric (kstream.lag).
-    return Sample(time.monotonic(), node_lag(client, topology, name, namespace))
-
-
-def measure(client: Admin, topology: Topology, namespace: str, interval: float) -> list[NodeLag]:
-    """Lag of every node (topology order), with rates over ``interval`` seconds (0: no rates)."""
-    targets = [(name, group_id(namespace, topology.name, name), node_topics(topology, name, namespace))
-               for name in topology.order()]
-    started = time.monotonic()
-    first = [_sample(client, topology, name, namespace) for name, _, _ in targets]
-    if interval <= 0:
-        return [NodeLag(n, g, t, s, None) for (n, g, t), s in zip(targets, first, strict=True)]
-    time.sleep(max(0.0, started + interval - time.monotonic()))  # the interval itself: rates need two samples
-    last = [_sample(client, topology, name, namespace) for name, _, _ in targets]
-    return [NodeLag(n, g, t, a, b) for (n, g, t), a, b in zip(targets, first, last, strict=True)]
-
-
-def bottleneck(nodes: list[NodeLag]) -> str | None:
-    """The node with the largest lag, if any node lags at all (the first of equals)."""
-    worst = max(nodes, key=lambda n: n.lag, default=None)
-    return worst.node if worst is not None and worst.lag > 0 else None
-
-
 def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}/s"
-
-
-def with_in_flight(nodes: list[NodeLag], in_flight: dict[str, int]) -> list[NodeLag]:
-    return [replace(n, in_flight=in_flight.get(n.node)) for n in nodes]
 
 
 def hanging_partitions(client: KafkaAdmin, topics: list[str], after: float) -> list[Hanging]:

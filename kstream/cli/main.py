@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from kstream.cli.common import KstreamGroup, Options
+from kstream.cli.console import console
 from kstream.cli.cursors import cursors
 from kstream.cli.dev import dev
 from kstream.cli.graph import graph
@@ -64,6 +65,7 @@ cli.add_command(txns)
 cli.add_command(schemas)
 cli.add_command(serve)
 cli.add_command(workflows)
+cli.add_command(console)
 
 
 def _limit_malloc_arenas() -> None:

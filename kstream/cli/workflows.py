@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 
 from kstream import logs
 from kstream.app import ack_producer, cursor_reader, producer, tail_consumer
-from kstream.cli.common import Options, app_argument, pass_options
+from kstream.cli.common import Options, app_argument, pass_options, topology_of
+from kstream.cli.serving import read_token, run_server
 from kstream.codecs import from_json, pretty_json, to_json
 from kstream.config import Settings
 from kstream.errors import ConfigError, DeliveryFailed, NotFound
@@ -34,8 +30,10 @@ from kstream.workflows.state import status_document
 @click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False),
               help="File holding the bearer token (a mounted secret); or env KSTREAM_API_TOKEN. Without either: no auth.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--console", "console_app", metavar="APP", help="Also serve the operator console of this topology at /console.")
 @pass_options
-def serve(options: Options, app: str, host: str, port: int, token_file: Path | None, log_level: str) -> None:  # noqa: PLR0917
+def serve(options: Options, app: str, host: str, port: int, token_file: Path | None, log_level: str,  # noqa: PLR0917
+          console_app: str | None) -> None:
     """Serve the HTTP API of the workflows of APP (needs the extra: pip install 'kstream[api]').
 
     POST /workflows/{type} starts one (Idempotency-Key makes it idempotent), GET
@@ -43,7 +41,7 @@ def serve(options: Options, app: str, host: str, port: int, token_file: Path | N
     /readyz answers 503 until every state topic was read to its end.
     """
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401  (the extra is there: else one line, here)
 
         from kstream.api.server import Kafka, create_app
     except ImportError as exc:
@@ -51,31 +49,14 @@ def serve(options: Options, app: str, host: str, port: int, token_file: Path | N
     logs.setup(log_level)
     workflows = load_workflows(app)
     settings = options.settings()
-    token = os.environ.get("KSTREAM_API_TOKEN") or None
-    if token_file is not None:
-        try:
-            token = token_file.read_text().strip() or None
-        except OSError as exc:
-            raise ConfigError(f"cannot read the token file {token_file}: {exc.strerror}") from None
+    token = read_token(token_file)
     kafka = Kafka(ack_producer(settings), cursor_reader(settings), lambda: tail_consumer(settings, "api"), settings.namespace)
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
+    api_app = create_app(workflows, kafka, token=token)
+    if console_app is not None:
+        from kstream.console.app import create_console, mount
 
-    server = Server(uvicorn.Config(create_app(workflows, kafka, token=token), host=host, port=port,
-                                   log_level="warning", access_log=False))
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        server.should_exit = True
-
-    # Our handlers, not uvicorn's: uvicorn re-raises the signal after its shutdown, and a clean
-    # stop must exit 0 like `kstream run`.
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    click.echo(f"serving {', '.join(wf.name for wf in workflows)} on http://{host}:{port}", err=True)
-    server.run()
-    click.echo("stopped", err=True)
+        mount(api_app, create_console(topology_of(console_app), settings, token=token, workflows=api_app))
+    run_server(api_app, host, port, f"serving {', '.join(wf.name for wf in workflows)} on http://{host}:{port}")
 
 
 @click.group()

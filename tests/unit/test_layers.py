@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "kstream.trash": 3,
     "kstream.trash_store": 3,
     "kstream.graph": 3,
+    "kstream.lag": 3,
     "kstream.provision": 3,
     "kstream.loader": 3,
     "kstream.batch": 3,
@@ -52,7 +53,6 @@ LAYERS: dict[str, int] = {
     "kstream.txns": 3,
     "kstream.avro_topics": 3,
     "kstream.faust_agent": 3,
-    "kstream.lag": 3,
     "kstream.workflows": 3,  # declaration, state, the pure decide(); steps wrap handlers
     # 4: the processing runtime
     "kstream.runtime": 4,
@@ -64,6 +64,7 @@ LAYERS: dict[str, int] = {
     # 6: the CLI
     "kstream.cli": 6,
     "kstream.api": 6,  # the HTTP API: like the CLI, an edge (the CLI's `serve` starts it)
+    "kstream.console": 6,  # the operator console: pages over the API's view and the stores
 }
 
 # Third-party clients each live behind one module (or folder).
@@ -75,7 +76,7 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
     "click": ("kstream.cli",),
     "prometheus_client": ("kstream.metrics",),
     "opentelemetry": ("kstream.tracing",),
-    "starlette": ("kstream.api",),
+    "starlette": ("kstream.api", "kstream.console"),
 }
 
 
