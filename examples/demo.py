@@ -167,7 +167,7 @@ def act_batch(settings: Settings, run: str) -> bool:
 
 
 def wait_for_run_end(settings: Settings, scope: str) -> None:
-    reader = KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
+    reader = KafkaTopicReader(settings.bootstrap_servers, settings.client_properties())
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         states = read_cursors(reader, settings.cursors_topic, topology="shop", node="pull")

@@ -33,17 +33,17 @@ log = logging.getLogger("kstream")
 
 
 def admin(settings: Settings, *, timeout: float = 10.0) -> KafkaAdmin:
-    return KafkaAdmin(settings.bootstrap_servers, settings.kafka, timeout=timeout)
+    return KafkaAdmin(settings.bootstrap_servers, settings.client_properties(), timeout=timeout)
 
 
 def producer(settings: Settings) -> KafkaProducer:
-    return KafkaProducer(settings.bootstrap_servers, settings.kafka)
+    return KafkaProducer(settings.bootstrap_servers, settings.client_properties())
 
 
 def limiter(service: str, settings: Settings) -> GlobalRateLimiter:
     """The rate limiter of ``service`` (``settings.limits``), coordinated through Kafka."""
     def consumer(group: str) -> KafkaConsumer:
-        return KafkaConsumer(settings.bootstrap_servers, group, settings.kafka)
+        return KafkaConsumer(settings.bootstrap_servers, group, settings.client_properties())
 
     return GlobalRateLimiter(service, settings.limits[service], namespace=settings.namespace, consumer=consumer)
 
@@ -66,24 +66,24 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
     exactly_once = topology.processing_of(node) == "exactly_once"
     # Exactly-once: a transactional producer per worker; a unique id, because fencing of a
     # zombie comes from the consumer group generation sent with the offsets (KIP-447).
-    prod = (KafkaWorkerProducer(settings.bootstrap_servers, settings.kafka, f"{group}.{uuid.uuid4().hex[:12]}")
+    prod = (KafkaWorkerProducer(settings.bootstrap_servers, settings.client_properties(), f"{group}.{uuid.uuid4().hex[:12]}")
             if exactly_once else producer(settings))
     retry = retry_topic_of(topology, node.name, ns)
     batch = None
     if node.batch is not None:
-        reader = KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
+        reader = KafkaTopicReader(settings.bootstrap_servers, settings.client_properties())
         batch = BatchRunner(topology=topology.name, node=name, spec=node.batch, cursors_topic=settings.cursors_topic,
                             load=lambda: read_cursor_changes(reader, settings.cursors_topic, topology=topology.name, node=name))
     parked = None
     if node.on_failure == "park_key":
-        parked = blocking_keys(KafkaTopicReader(settings.bootstrap_servers, settings.kafka), settings.trash_topic,
+        parked = blocking_keys(KafkaTopicReader(settings.bootstrap_servers, settings.client_properties()), settings.trash_topic,
                                topology=topology.name, node=name)
     processor = NodeProcessor(
         topology, node, namespace=ns, producer=prod, trash_topic=settings.trash_topic,
         hop_limit=settings.hop_limit, stop=stop, retry_topic=retry, batch=batch, parked=parked,
         limiter=limits.get(node.limit) if node.limit else None,
     )
-    consumer = KafkaConsumer(settings.bootstrap_servers, group, settings.kafka)
+    consumer = KafkaConsumer(settings.bootstrap_servers, group, settings.client_properties())
     topics = [node.input_topic(ns)] + ([retry] if retry else [])
     return Worker(processor, consumer, prod, topics=topics, settings=settings.runtime, stop=stop, retry_topic=retry,
                   transactions=prod if isinstance(prod, KafkaWorkerProducer) else None,
@@ -95,7 +95,7 @@ def _status_topic(settings: Settings, origin: str) -> str | None:
     until they fail, stalling every flush of the commit path (and failing a transaction)."""
     topic = settings.status_topic
     try:
-        if topic in admin(settings, timeout=5.0).topics([topic]):
+        if admin(settings, timeout=5.0).exists(topic):
             return topic
         log.warning("%s: no status topic %s (kstream topics apply creates it): kstream lag shows no in-flight",
                     origin, topic)
@@ -138,9 +138,9 @@ def trash_store(settings: Settings, *, batch_size: int = 500) -> TrashStore:
     """The Trash tools' store: a ``read_committed`` reader and one transactional producer whose
     stable id (``{ns}.trash-tool``) lets each run fence an earlier, killed one."""
     def transactional() -> KafkaTransactionalProducer:
-        return KafkaTransactionalProducer(settings.bootstrap_servers, settings.kafka, f"{settings.namespace}.trash-tool")
+        return KafkaTransactionalProducer(settings.bootstrap_servers, settings.client_properties(), f"{settings.namespace}.trash-tool")
 
-    return TrashStore(settings.trash_topic, KafkaTopicReader(settings.bootstrap_servers, settings.kafka), transactional,
+    return TrashStore(settings.trash_topic, KafkaTopicReader(settings.bootstrap_servers, settings.client_properties()), transactional,
                       batch_size=batch_size)
 
 
@@ -160,13 +160,13 @@ class ReceiptProducer(KafkaProducer):
 
 
 def receipt_producer(settings: Settings) -> ReceiptProducer:
-    return ReceiptProducer(settings.bootstrap_servers, dict(settings.kafka))
+    return ReceiptProducer(settings.bootstrap_servers, settings.client_properties())
 
 
 def cursor_reader(settings: Settings) -> KafkaTopicReader:
-    return KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
+    return KafkaTopicReader(settings.bootstrap_servers, settings.client_properties())
 
 
 def status_reader(settings: Settings) -> KafkaTopicReader:
     """Reads ``{ns}.status`` (:func:`kstream.runtime.status.in_flight_by_node`)."""
-    return KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
+    return KafkaTopicReader(settings.bootstrap_servers, settings.client_properties())

@@ -37,3 +37,7 @@ def retry_topic(namespace: str, topology: str, node: str) -> str:
 
 def group_id(namespace: str, topology: str, node: str) -> str:
     return f"{namespace}.{topology}.{node}"
+
+
+# Whole-topic readers (``KafkaTopicReader``) take a fresh group id under this prefix each time.
+READER_GROUP_PREFIX = "kstream-reader-"

@@ -11,27 +11,35 @@ Client defaults chosen here (any can be overridden through ``Settings.kafka``):
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import TopicPartition as CkTopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
     ConfigSource,
     NewPartitions,
+    ResourcePatternType,
+    ResourceType,
 )
 from confluent_kafka.admin import NewTopic as CkNewTopic  # type: ignore[attr-defined]
 
-from kstream.errors import BrokerError, BrokerUnavailable
-from kstream.kafka.port import GroupLag, NewTopic, RebalanceCallback, TopicPartition, TopicState
+from kstream.errors import BrokerError, BrokerUnavailable, ConfigError
+from kstream.kafka.port import AclKey, GroupLag, NewTopic, RebalanceCallback, TopicPartition, TopicState
+from kstream.naming import READER_GROUP_PREFIX
 from kstream.types import HeaderList, Record
 
 CONSUMER_DEFAULTS: dict[str, str] = {
@@ -66,11 +74,40 @@ _RETRYABLE = {
 }
 
 
-def broker_error(exc: KafkaException | KafkaError, what: str) -> BrokerError:
-    """Map a librdkafka error to kstream's tree (one table, :data:`_RETRYABLE`)."""
+# Errors no reconnect fixes (wrong credentials, a broker certificate not trusted): librdkafka
+# reports them as non-fatal events and reconnects forever; kstream stops with the reason.
+_LOGIN_FAILED = {KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED}
+# A missing ACL, by the resource type it is about (kstream acls plan lists the rights a node needs).
+_DENIED = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "TOPIC",
+    KafkaError.GROUP_AUTHORIZATION_FAILED: "GROUP",
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: "TRANSACTIONAL_ID",
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: "CLUSTER",
+}
+_ACL_HINT = "grant it (kstream acls plan APP lists what each node needs)"
+
+
+def _principal(conf: Mapping[str, Any]) -> str:
+    user = conf.get("sasl.username")
+    return f"User:{user}" if user else "this client"
+
+
+def not_authorized(principal: str, operation: str, resource_type: str, name: str, err: KafkaError) -> BrokerError:
+    """The error of a missing ACL, naming the right: ``User:x may not READ GROUP g``."""
+    return BrokerError(f"not authorized: {principal} may not {operation} {resource_type} {name} ({err.str()}); {_ACL_HINT}",
+                       code=err.name())
+
+
+def broker_error(exc: KafkaException | KafkaError, what: str, right: tuple[str, str, str, str] | None = None) -> BrokerError:
+    """Map a librdkafka error to kstream's tree (one table, :data:`_RETRYABLE`). ``right``
+    (principal, operation, resource type, name) is what the call needed, named if it was denied."""
     err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else exc
     if not isinstance(err, KafkaError):
         return BrokerError(f"{what}: {exc}")
+    if err.code() in _DENIED and right is not None:
+        return not_authorized(*right, err=err)
+    if err.code() in _DENIED:
+        return BrokerError(f"{what}: not authorized ({err.str()}); {_ACL_HINT}", code=err.name())
     if err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT):
         return BrokerUnavailable(f"{what}: {err.str()}")
     return BrokerError(f"{what}: {err.str()}", code=err.name(), retryable=err.code() in _RETRYABLE)
@@ -79,21 +116,65 @@ def broker_error(exc: KafkaException | KafkaError, what: str) -> BrokerError:
 _LIBRDKAFKA_LOG = logging.getLogger("kstream.librdkafka")
 
 
-def _config(base: Mapping[str, str], settings: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, Any]:
+class _LoginWatch:
+    """Keeps the first error event that no reconnect fixes (:data:`_LOGIN_FAILED`) of a client,
+    for the calls that wait on it to raise at once instead of timing out. Thread-safe: librdkafka
+    calls ``on_error`` from whichever thread serves it."""
+
+    def __init__(self) -> None:
+        self._failed: BrokerError | None = None
+
+    def on_error(self, err: KafkaError) -> None:
+        if err.code() in _LOGIN_FAILED and self._failed is None:
+            what = "TLS handshake failed" if err.code() == KafkaError._SSL else "authentication failed"
+            self._failed = BrokerError(f"{what}: {err.str()}", code=err.name())
+
+    def check(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+
+
+def _config(base: Mapping[str, str], settings: Mapping[str, str], extra: Mapping[str, str],
+            watch: _LoginWatch | None = None) -> dict[str, Any]:
     # librdkafka's own log lines go to Python logging, not straight to stderr.
     conf: dict[str, Any] = {**base, **settings, **extra, "logger": _LIBRDKAFKA_LOG}
+    if watch is not None:
+        conf["error_cb"] = watch.on_error
     if conf.get("group.protocol") == "consumer":
         for name in _CLASSIC_ONLY:
             conf.pop(name, None)
     return conf
 
 
-def _error_event(err: KafkaError | None) -> bool:
-    """True for an error event (dropped: librdkafka retries transient errors); raises on fatal ones."""
+_C = TypeVar("_C")
+
+
+def _client(kind: Callable[[dict[str, Any]], _C], conf: dict[str, Any]) -> _C:
+    """A librdkafka client; settings it rejects are one :class:`ConfigError` line, not a traceback."""
+    try:
+        return kind(conf)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        raise ConfigError(f"invalid Kafka client settings: {err.str() if isinstance(err, KafkaError) else exc}") from None
+
+
+def _error_event(err: KafkaError | None, principal: str = "this client", read: Sequence[str] = (),
+                 group: str | None = None, topic: str | None = None) -> bool:
+    """True for an error event (dropped: librdkafka retries transient errors); raises on fatal
+    ones, failed logins and denied rights (``read`` topics and ``group`` name what was needed)."""
     if err is None:
         return False
-    if err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+    code = err.code()
+    if code == KafkaError.GROUP_AUTHORIZATION_FAILED and group is not None:
+        raise not_authorized(principal, "READ", "GROUP", group, err)
+    if code == KafkaError.TOPIC_AUTHORIZATION_FAILED and (topic or read):
+        raise not_authorized(principal, "READ", "TOPIC", topic or " or ".join(read), err)
+    if err.fatal() or code == KafkaError.UNKNOWN_TOPIC_OR_PART or code in _DENIED:
         raise broker_error(err, "consumer failed")
+    if code in _LOGIN_FAILED:
+        watch = _LoginWatch()
+        watch.on_error(err)
+        watch.check()
     return True
 
 
@@ -101,8 +182,12 @@ class KafkaConsumer:
     """:class:`kstream.kafka.port.Consumer` on ``confluent_kafka.Consumer``."""
 
     def __init__(self, bootstrap: str, group: str, kafka: Mapping[str, str], **extra: str) -> None:
-        conf = _config(CONSUMER_DEFAULTS, kafka, {"bootstrap.servers": bootstrap, "group.id": group, **extra})
-        self._consumer = confluent_kafka.Consumer(conf)
+        self._watch = _LoginWatch()
+        conf = _config(CONSUMER_DEFAULTS, kafka, {"bootstrap.servers": bootstrap, "group.id": group, **extra}, self._watch)
+        self._principal = _principal(conf)
+        self._group = group
+        self._topics: list[str] = []
+        self._consumer = _client(confluent_kafka.Consumer, conf)
 
     def subscribe(self, topics: Sequence[str], on_assign: RebalanceCallback, on_revoke: RebalanceCallback,
                   on_lost: RebalanceCallback | None = None) -> None:
@@ -124,12 +209,14 @@ class KafkaConsumer:
         def lost(_: object, parts: list[CkTopicPartition]) -> None:
             (on_lost or on_revoke)([TopicPartition(p.topic, p.partition) for p in parts])
 
+        self._topics = list(topics)
         self._consumer.subscribe(list(topics), on_assign=assigned, on_revoke=revoked, on_lost=lost)
 
     def consume(self, max_messages: int, timeout: float) -> list[Record]:
         # librdkafka's batch consume waits the whole timeout unless the batch fills up: take
         # what is there without waiting, and only when nothing is, wait for the first message.
         messages: list[Any] = self._consumer.consume(max_messages, 0)
+        self._watch.check()
         if not messages:
             first = self._consumer.poll(timeout)
             if first is None:
@@ -137,8 +224,12 @@ class KafkaConsumer:
             messages = [first, *self._consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
         for m in messages:
             if m.error() is not None:
-                return [x for x in messages if not _error_event(x.error())]
+                return [x for x in messages if not self._error_event(x)]
         return cast(list[Record], messages)
+
+    def _error_event(self, message: Any) -> bool:
+        topic = message.topic() if message.error().code() == KafkaError.TOPIC_AUTHORIZATION_FAILED else None
+        return _error_event(message.error(), self._principal, self._topics, self._group, topic)
 
     def pause(self, partitions: Sequence[TopicPartition]) -> None:
         self._consumer.pause([CkTopicPartition(t, p) for t, p, _ in partitions])
@@ -182,22 +273,34 @@ class KafkaProducer:
         self._errors: list[str] = []
         self._lock = threading.Lock()
         conf = _config(PRODUCER_DEFAULTS, kafka, {"bootstrap.servers": bootstrap, **extra})
+        self._principal = _principal(conf)
+        self._transactional_id: str | None = conf.get("transactional.id")
         # Python-level option (a bool, not a librdkafka string): reports only for failures.
         conf["delivery.report.only.error"] = str(conf.get("delivery.report.only.error", "true")).lower() == "true"
         conf["on_delivery"] = self._on_delivery
         conf["error_cb"] = self._on_error
-        self._producer = confluent_kafka.Producer(conf)
+        self._producer = _client(confluent_kafka.Producer, conf)
         self._produce = self._producer.produce
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
+            if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                text = str(not_authorized(self._principal, "WRITE", "TOPIC", msg.topic(), err))
+            else:
+                text = f"delivery to {msg.topic()} failed: {err.str()}"
             with self._lock:
-                self._errors.append(f"delivery to {msg.topic()} failed: {err.str()}")
+                self._errors.append(text)
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            with self._lock:
-                self._errors.append(f"producer failed: {err.str()}")
+        if err.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED and self._transactional_id:
+            text = str(not_authorized(self._principal, "WRITE", "TRANSACTIONAL_ID", self._transactional_id, err))
+        elif err.fatal() or err.code() in _LOGIN_FAILED:
+            text = f"producer failed: {err.str()}"
+        else:
+            return
+        with self._lock:
+            if text not in self._errors:
+                self._errors.append(text)
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: HeaderList | None) -> None:
         try:
@@ -241,7 +344,8 @@ class _TransactionalProducer(KafkaProducer):
         try:
             self._producer.init_transactions(timeout)
         except KafkaException as exc:
-            raise broker_error(exc, "initialising transactions failed") from None
+            right = (self._principal, "WRITE", "TRANSACTIONAL_ID", self._transactional_id or "")
+            raise broker_error(exc, "initialising transactions failed", right) from None
 
     def begin(self) -> None:
         try:
@@ -276,7 +380,10 @@ class _TransactionalProducer(KafkaProducer):
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.txn_requires_abort():
                 self.abort(timeout)
-            raise broker_error(exc, "committing the transaction failed") from None
+            group = getattr(group_metadata, "group_id", None) if group_metadata is not None else None
+            right = (self._principal, "READ", "GROUP", str(group)) if group and isinstance(err, KafkaError) \
+                and err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED else None
+            raise broker_error(exc, "committing the transaction failed", right) from None
 
 
 class KafkaWorkerProducer(_TransactionalProducer):
@@ -295,16 +402,23 @@ class KafkaAdmin:
         self._bootstrap = bootstrap
         self._timeout = timeout
         self._kafka = dict(kafka)
-        self._admin = AdminClient({**kafka, "bootstrap.servers": bootstrap, "logger": cast(Any, _LIBRDKAFKA_LOG)})
+        self._watch = _LoginWatch()
+        self._admin = _client(AdminClient, _config({}, kafka, {"bootstrap.servers": bootstrap}, self._watch))
+        self._principal = _principal(kafka)
 
-    def _unavailable(self) -> BrokerUnavailable:
-        return BrokerUnavailable(f"no Kafka broker answered at {self._bootstrap} within {self._timeout:g} s")
+    def _metadata(self, topic: str | None = None) -> Any:
+        """Cluster metadata; asked in short slices so that a failed login fails at once."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                return self._admin.list_topics(topic, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+            except KafkaException:
+                self._check_login()
+                if time.monotonic() >= deadline:
+                    raise BrokerUnavailable(f"no Kafka broker answered at {self._bootstrap} within {self._timeout:g} s") from None
 
     def topics(self, names: Sequence[str] | None = None) -> dict[str, TopicState]:
-        try:
-            meta = self._admin.list_topics(timeout=self._timeout)
-        except KafkaException:
-            raise self._unavailable() from None
+        meta = self._metadata()
         wanted = set(names) if names is not None else None
         found = {
             name: t for name, t in meta.topics.items()
@@ -317,7 +431,7 @@ class KafkaAdmin:
         result = {}
         for res, fut in futures.items():
             try:
-                entries = fut.result(timeout=self._timeout)
+                entries = self._result(fut)
             except KafkaException as exc:
                 raise broker_error(exc, f"describe {res.name} failed") from None
             config = {
@@ -328,6 +442,47 @@ class KafkaAdmin:
             rf = len(next(iter(t.partitions.values())).replicas) if t.partitions else 0
             result[res.name] = TopicState(res.name, len(t.partitions), rf, config)
         return result
+
+    def _result(self, future: Any) -> Any:
+        """A request's result; waited for in short slices so that a failed login fails at once."""
+        deadline = time.monotonic() + self._timeout + 5
+        while True:
+            try:
+                return future.result(timeout=0.5)
+            except concurrent.futures.TimeoutError:
+                self._check_login()
+                if time.monotonic() >= deadline:
+                    raise BrokerUnavailable(f"no Kafka broker answered at {self._bootstrap} within {self._timeout:g} s") from None
+
+    def _check_login(self) -> None:
+        self._admin.poll(0)  # serves error_cb
+        self._watch.check()
+
+    def exists(self, topic: str) -> bool:
+        """Whether ``topic`` exists, from metadata alone: a client may see every topic it may
+        read or write (READ and WRITE imply DESCRIBE), but not their configs."""
+        tmeta = self._metadata(topic).topics.get(topic)
+        return tmeta is not None and tmeta.error is None
+
+    def create_acls(self, acls: Sequence[AclKey]) -> None:
+        """Create ALLOW-from-any-host bindings; creating one that exists changes nothing."""
+        if acls:
+            self._wait(self._admin.create_acls([_binding(a) for a in acls], request_timeout=self._timeout), "create ACL")
+
+    def delete_acls(self, acls: Sequence[AclKey]) -> None:
+        if acls:
+            self._wait(self._admin.delete_acls([_binding(a, AclBindingFilter) for a in acls], request_timeout=self._timeout),
+                       "delete ACL")
+
+    def acls(self, principal: str | None = None) -> list[AclKey]:
+        """The ALLOW bindings of ``principal`` (or of everyone) on topics, groups and transactional ids."""
+        wanted = cast(Any, AclBindingFilter)(ResourceType.ANY, None, ResourcePatternType.ANY, principal, None,
+                                  AclOperation.ANY, AclPermissionType.ALLOW)
+        try:
+            found = self._result(self._admin.describe_acls(wanted, request_timeout=self._timeout))
+        except KafkaException as exc:
+            raise broker_error(exc, "listing ACLs failed", (self._principal, "DESCRIBE", "CLUSTER", "kafka-cluster")) from None
+        return [(b.principal, b.restype.name, b.name, b.resource_pattern_type.name, b.operation.name) for b in found]
 
     def create_topics(self, topics: Sequence[NewTopic]) -> None:
         if not topics:
@@ -362,7 +517,7 @@ class KafkaAdmin:
     def _wait(self, futures: Mapping[Any, Any], what: str, ok: set[int] | None = None) -> None:
         for name, fut in futures.items():
             try:
-                fut.result(timeout=self._timeout + 5)
+                self._result(fut)
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
                 if isinstance(err, KafkaError) and ok and err.code() in ok:
@@ -370,14 +525,11 @@ class KafkaAdmin:
                 raise broker_error(exc, f"{what} {getattr(name, 'name', name)} failed") from None
 
     def lag(self, group: str, topic: str) -> list[GroupLag]:
-        try:
-            meta = self._admin.list_topics(topic, timeout=self._timeout)
-        except KafkaException:
-            raise self._unavailable() from None
+        meta = self._metadata(topic)
         tmeta = meta.topics.get(topic)
         if tmeta is None or tmeta.error is not None:
             return []
-        consumer = confluent_kafka.Consumer({**self._kafka, "bootstrap.servers": self._bootstrap, "group.id": group,
+        consumer = _client(confluent_kafka.Consumer, {**self._kafka, "bootstrap.servers": self._bootstrap, "group.id": group,
                                              "enable.auto.commit": "false"})
         try:
             parts = [CkTopicPartition(topic, p) for p in sorted(tmeta.partitions)]
@@ -406,12 +558,12 @@ class KafkaTopicReader:
 
     def read_compacted(self, topic: str, timeout: float) -> list[Record]:
         conf = _config({}, self._kafka, {
-            "bootstrap.servers": self._bootstrap, "group.id": f"kstream-reader-{time.time_ns()}",
+            "bootstrap.servers": self._bootstrap, "group.id": f"{READER_GROUP_PREFIX}{time.time_ns()}",
             "enable.auto.commit": "false", "enable.partition.eof": "true",
             "isolation.level": "read_committed", "auto.offset.reset": "earliest",
         })
         conf.pop("group.protocol", None)
-        consumer = confluent_kafka.Consumer(conf)
+        consumer = _client(confluent_kafka.Consumer, conf)
         deadline = time.monotonic() + timeout
         try:
             meta = consumer.list_topics(topic, timeout=timeout)
@@ -465,3 +617,9 @@ class KafkaTransactionalProducer(_TransactionalProducer):
 
     def close(self) -> None:
         self._producer.flush(5)
+
+
+def _binding(acl: AclKey, kind: Any = AclBinding) -> Any:
+    principal, resource_type, name, pattern, operation = acl
+    return kind(ResourceType[resource_type], name, ResourcePatternType[pattern], principal, "*",
+                AclOperation[operation], AclPermissionType.ALLOW)
