@@ -37,7 +37,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 from confluent_kafka.admin import NewTopic as CkNewTopic  # type: ignore[attr-defined]
 
-from kstream.errors import BrokerError, BrokerUnavailable, ConfigError
+from kstream.errors import AccessDenied, BrokerError, BrokerUnavailable, ConfigError
 from kstream.kafka.port import AclKey, GroupLag, NewTopic, RebalanceCallback, TopicPartition, TopicState
 from kstream.naming import READER_GROUP_PREFIX
 from kstream.types import HeaderList, Record
@@ -92,9 +92,9 @@ def _principal(conf: Mapping[str, Any]) -> str:
     return f"User:{user}" if user else "this client"
 
 
-def not_authorized(principal: str, operation: str, resource_type: str, name: str, err: KafkaError) -> BrokerError:
+def not_authorized(principal: str, operation: str, resource_type: str, name: str, err: KafkaError) -> AccessDenied:
     """The error of a missing ACL, naming the right: ``User:x may not READ GROUP g``."""
-    return BrokerError(f"not authorized: {principal} may not {operation} {resource_type} {name} ({err.str()}); {_ACL_HINT}",
+    return AccessDenied(f"not authorized: {principal} may not {operation} {resource_type} {name} ({err.str()}); {_ACL_HINT}",
                        code=err.name())
 
 
@@ -107,7 +107,7 @@ def broker_error(exc: KafkaException | KafkaError, what: str, right: tuple[str, 
     if err.code() in _DENIED and right is not None:
         return not_authorized(*right, err=err)
     if err.code() in _DENIED:
-        return BrokerError(f"{what}: not authorized ({err.str()}); {_ACL_HINT}", code=err.name())
+        return AccessDenied(f"{what}: not authorized ({err.str()}); {_ACL_HINT}", code=err.name())
     if err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT):
         return BrokerUnavailable(f"{what}: {err.str()}")
     return BrokerError(f"{what}: {err.str()}", code=err.name(), retryable=err.code() in _RETRYABLE)
@@ -122,12 +122,12 @@ class _LoginWatch:
     calls ``on_error`` from whichever thread serves it."""
 
     def __init__(self) -> None:
-        self._failed: BrokerError | None = None
+        self._failed: AccessDenied | None = None
 
     def on_error(self, err: KafkaError) -> None:
         if err.code() in _LOGIN_FAILED and self._failed is None:
             what = "TLS handshake failed" if err.code() == KafkaError._SSL else "authentication failed"
-            self._failed = BrokerError(f"{what}: {err.str()}", code=err.name())
+            self._failed = AccessDenied(f"{what}: {err.str()}", code=err.name())
 
     def check(self) -> None:
         if self._failed is not None:

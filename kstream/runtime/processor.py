@@ -22,7 +22,7 @@ from kstream import headers as hdr
 from kstream.batch import BatchRunner
 from kstream.codecs import encode, encode_key
 from kstream.context import Context, Emit, Raw
-from kstream.errors import DecodeError, Permanent, RateLimited
+from kstream.errors import AccessDenied, DecodeError, Permanent, RateLimited
 from kstream.kafka.port import Producer
 from kstream.limits import Limiter
 from kstream.retry import NO_RETRY, Retry
@@ -121,6 +121,8 @@ class NodeProcessor:
                         limiter.acquire()
                     result = fn(payload, ctx) if ctx is not None else fn(payload)
                     planned = self._plan(msg, env, result, ctx)
+                except AccessDenied:
+                    raise  # the node's own rights (e.g. of its rate limiter) are missing: stop, not trash
                 except Exception as exc:  # noqa: BLE001  (every failure is the message's, not ours)
                     failure = exc
                 else:
@@ -181,6 +183,8 @@ class NodeProcessor:
                 call = fn(payload, ctx) if ctx is not None else fn(payload)
                 result = await (asyncio.wait_for(call, timeout) if timeout else call)
                 planned = self._plan(msg, env, result, ctx)
+            except AccessDenied:
+                raise  # the node's own rights are missing: stop, not trash
             except Exception as exc:  # noqa: BLE001
                 outcome = self._failed(msg, env, exc, history)
                 if isinstance(outcome, bool):
