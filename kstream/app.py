@@ -10,7 +10,7 @@ from typing import Any
 
 from kstream.batch import BatchRunner, read_cursor_changes
 from kstream.config import Settings
-from kstream.errors import ConfigError, KstreamError
+from kstream.errors import AccessDenied, ConfigError, KstreamError
 from kstream.kafka.confluent import (
     KafkaAdmin,
     KafkaConsumer,
@@ -99,6 +99,8 @@ def _status_topic(settings: Settings, origin: str) -> str | None:
             return topic
         log.warning("%s: no status topic %s (kstream topics apply creates it): kstream lag shows no in-flight",
                     origin, topic)
+    except AccessDenied:
+        raise  # a failed login: every other client of the worker would fail the same way
     except KstreamError as exc:
         log.warning("%s: cannot check for the status topic %s (%s): no status published", origin, topic, exc)
     return None

@@ -465,9 +465,17 @@ class KafkaAdmin:
         return tmeta is not None and tmeta.error is None
 
     def create_acls(self, acls: Sequence[AclKey]) -> None:
-        """Create ALLOW-from-any-host bindings; creating one that exists changes nothing."""
-        if acls:
-            self._wait(self._admin.create_acls([_binding(a) for a in acls], request_timeout=self._timeout), "create ACL")
+        """Create ALLOW-from-any-host bindings (creating one that exists changes nothing), and
+        return once the broker lists them: it enforces them from then on (they reach it from
+        the controller a moment after the call succeeded)."""
+        if not acls:
+            return
+        self._wait(self._admin.create_acls([_binding(a) for a in acls], request_timeout=self._timeout), "create ACL")
+        deadline = time.monotonic() + self._timeout
+        while not set(acls) <= set(self.acls()):
+            if time.monotonic() > deadline:
+                raise BrokerError(f"ACLs were created but the broker did not list them within {self._timeout:g} s")
+            time.sleep(0.1)
 
     def delete_acls(self, acls: Sequence[AclKey]) -> None:
         if acls:
@@ -585,7 +593,7 @@ class KafkaTopicReader:
                     elif err.code() == KafkaError._PARTITION_EOF:
                         pending.discard(m.partition())
                     else:
-                        _error_event(err)
+                        _error_event(err, _principal(conf), [topic], f"{READER_GROUP_PREFIX}* (prefixed)")
             return out
         except KafkaException as exc:
             raise broker_error(exc, f"reading {topic} failed") from None

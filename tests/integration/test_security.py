@@ -1,0 +1,172 @@
+"""kstream on a secured broker: SASL_SSL (SCRAM-SHA-512), TLS from a throwaway CA, ACLs enforced.
+
+One secured dev broker for this module (``kstream dev broker start --security sasl_ssl``). The
+super user provisions (topics, users, ACLs); the app runs as its own principal holding exactly
+the ACLs ``kstream acls plan`` lists, given its password as ``-X sasl.password=...`` on the
+command line, which must not stay visible in the process's argv.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+from kstream.acls import plan
+from kstream.app import admin, cursor_reader, producer, trash_store
+from kstream.cli.main import cli
+from kstream.config import Settings, load_settings
+from kstream.dev.broker import BrokerInfo, LocalBroker
+from kstream.provision import apply as apply_topics
+from kstream.provision import plan as plan_topics
+from tests.apps.secured import PAGES, make_secured
+from tests.conftest import _free_port
+
+pytestmark = pytest.mark.integration
+
+APP = "tests/apps/secured.py:topology"
+ORDERS = 5
+EXPLODING = 3  # this order goes to the Trash, and through once replayed
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInfo]:
+    broker = LocalBroker(tmp_path_factory.mktemp("secured"))
+    info, _ = broker.start(port=_free_port(), security="sasl_ssl")
+    try:
+        yield info
+    finally:
+        broker.stop()
+
+
+@pytest.fixture()
+def su(secured: BrokerInfo, namespace: str) -> Settings:
+    """The super user's settings, from the client settings file the broker wrote."""
+    assert secured.client_config is not None
+    return load_settings(secured.client_config, environ={}, overrides={
+        "namespace": namespace, "topics": {"partitions": 2}, "limits": {"erp": {"rate": 500}},
+    })
+
+
+def _cli(settings_file: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["--config", str(settings_file), *args], env=env, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _user(su: Settings, name: str) -> str:
+    """Create SCRAM user ``name`` with a random password; returns the password."""
+    password = secrets.token_urlsafe(16)
+    client = AdminClient({**su.client_properties(), "bootstrap.servers": su.bootstrap_servers})
+    upsert = UserScramCredentialUpsertion(name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), password.encode())
+    for future in client.alter_user_scram_credentials([upsert]).values():
+        future.result(30)
+    return password
+
+
+def _settings_file(path: Path, su: Settings, *, user: str, extra: dict[str, str] | None = None) -> Path:
+    """A settings file for ``user`` without its password, plus librdkafka ``extra``."""
+    kafka = {k: v for k, v in su.kafka.items() if k not in ("sasl.username",)}
+    kafka = {**kafka, "sasl.username": user, **(extra or {})}
+    lines = [f'bootstrap_servers = "{su.bootstrap_servers}"', f'namespace = "{su.namespace}"',
+             "[topics]", "partitions = 2", "[runtime]", "commit_interval = 0.5",
+             "[limits.erp]", "rate = 500", "[kafka]", *(f'"{k}" = "{v}"' for k, v in kafka.items() if v)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _wait(what: str, check: Callable[[], Any], timeout: float = 90.0, proc: subprocess.Popen[str] | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"worker exited ({proc.returncode}) while waiting for {what}: {proc.stderr.read() if proc.stderr else ''}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+def _ids(su: Settings, topic: str) -> list[int]:
+    return sorted(orjson.loads(m.value())["id"] for m in cursor_reader(su).read_compacted(topic, 30))
+
+
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def _produce(su: Settings, topic: str, orders: list[dict[str, Any]]) -> None:
+    out = producer(su)
+    for order in orders:
+        out.produce(topic, orjson.dumps(order), str(order["id"]).encode(), None)
+    assert out.flush(30) == 0 and not out.take_errors()
+
+
+def _stop(worker: subprocess.Popen[str]) -> tuple[int, str, str]:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+    out, err = worker.communicate(timeout=60)
+    return worker.returncode, out, err
+
+
+@pytest.mark.parametrize("eos", [False, True], ids=["at_least_once", "exactly_once"])
+def test_a_chain_runs_with_exactly_the_planned_acls(secured: BrokerInfo, su: Settings, tmp_path: Path, eos: bool) -> None:
+    # Given topics, an app user, and exactly the ACLs `kstream acls plan` lists for it
+    assert secured.client_config is not None
+    src, dst = f"{su.namespace}.src", f"{su.namespace}.dst"
+    topology = make_secured(src, dst, exactly_once=eos)
+    client = admin(su)
+    apply_topics(plan_topics(topology, su, client, create_external=True), client)
+    user = f"app-{su.namespace}"
+    password = _user(su, user)
+    env = {"SEC_SRC": src, "SEC_DST": dst, "SEC_EOS": "1" if eos else "0"}
+    code, out, err = _cli(secured.client_config, "-n", su.namespace, "acls", "apply", APP, "--principal", f"User:{user}", env=env)
+    assert code == 0, err
+    wanted = {a.key for a in plan(topology, su, principal=f"User:{user}")}
+    assert f"{len(wanted)} ACL(s) created, 0 already present" in out
+    assert set(client.acls(f"User:{user}")) == wanted, "the principal holds the planned ACLs and nothing else"
+
+    # When its worker runs, given the password on the command line
+    app_file = _settings_file(tmp_path / "app.toml", su, user=user)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "kstream.cli.main", "--config", str(app_file), "-X", f"sasl.password={password}",
+         "run", APP, "--log-level", "info"],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        # Then the password leaves its argv at once (it re-executes with it in the environment)
+        _wait("argv without the password", lambda: b"kstream.cli.main" in _cmdline(worker.pid)
+              and password.encode() not in _cmdline(worker.pid), timeout=10, proc=worker)
+        # and orders flow end to end, one of them to the Trash; the batch node pages its source
+        _produce(su, src, [{"id": i, "explode": i == EXPLODING} for i in range(1, ORDERS + 1)])
+        code, _, err = _cli(secured.client_config, "-n", su.namespace, "start", APP, "fetch", env=env)
+        assert code == 0, err
+        batch = [1000 + i for i in range(2 * PAGES)]
+        through = sorted([i for i in range(1, ORDERS + 1) if i != EXPLODING] + batch)
+        _wait("orders at the destination", lambda: _ids(su, dst) == through, proc=worker)
+        store = trash_store(su)
+        entries = _wait("the trash entry", store.entries, proc=worker)
+        assert [(e.node, e.error_type) for e in entries] == [("parse", "Permanent")]
+        # When the super user replays it, it goes through (the worker reads the replay)
+        code, out, err = _cli(secured.client_config, "-n", su.namespace, "trash", "replay", entries[0].id, env=env)
+        assert code == 0, err
+        _wait("the replayed order", lambda: _ids(su, dst) == sorted([*through, EXPLODING]), proc=worker)
+        assert password.encode() not in _cmdline(worker.pid)
+    finally:
+        code, out, err = _stop(worker)
+    # Then it stopped cleanly, and printed no secret and no error
+    assert code == 0, err
+    assert password not in out + err
+    assert "error" not in err.lower(), err
+    assert "rate limit coordination failed" not in err
