@@ -116,6 +116,19 @@ def broker_error(exc: KafkaException | KafkaError, what: str, right: tuple[str, 
 _LIBRDKAFKA_LOG = logging.getLogger("kstream.librdkafka")
 
 
+class _LibrdkafkaLog:
+    """librdkafka's log lines, to Python logging; less those of failed logins, which come as
+    error events too and stop the client with that same text as its one error line."""
+
+    _LOGIN_FAILED = ("SASL authentication error", "SSL handshake failed", "certificate verify failed",
+                     "in state SSL_HANDSHAKE)", "in state AUTH_REQ)")
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        text = msg % args if args else msg
+        if not any(part in text for part in self._LOGIN_FAILED):
+            _LIBRDKAFKA_LOG.log(level, "%s", text)
+
+
 class _LoginWatch:
     """Keeps the first error event that no reconnect fixes (:data:`_LOGIN_FAILED`) of a client,
     for the calls that wait on it to raise at once instead of timing out. Thread-safe: librdkafka
@@ -137,7 +150,7 @@ class _LoginWatch:
 def _config(base: Mapping[str, str], settings: Mapping[str, str], extra: Mapping[str, str],
             watch: _LoginWatch | None = None) -> dict[str, Any]:
     # librdkafka's own log lines go to Python logging, not straight to stderr.
-    conf: dict[str, Any] = {**base, **settings, **extra, "logger": _LIBRDKAFKA_LOG}
+    conf: dict[str, Any] = {**base, **settings, **extra, "logger": _LibrdkafkaLog()}
     if watch is not None:
         conf["error_cb"] = watch.on_error
     if conf.get("group.protocol") == "consumer":

@@ -28,6 +28,7 @@ from kstream.app import admin, cursor_reader, producer, trash_store
 from kstream.cli.main import cli
 from kstream.config import Settings, load_settings
 from kstream.dev.broker import BrokerInfo, LocalBroker
+from kstream.dev.security import security_files
 from kstream.provision import apply as apply_topics
 from kstream.provision import plan as plan_topics
 from tests.apps.secured import PAGES, make_secured
@@ -170,3 +171,96 @@ def test_a_chain_runs_with_exactly_the_planned_acls(secured: BrokerInfo, su: Set
     assert password not in out + err
     assert "error" not in err.lower(), err
     assert "rate limit coordination failed" not in err
+
+
+def _provisioned(secured: BrokerInfo, su: Settings, *, eos: bool, without: tuple[str, str, str]) -> tuple[str, str, dict[str, str]]:
+    """Topics, a user and its planned ACLs but ``without`` (type, name, operation); returns
+    the user, its password and the app's environment."""
+    assert secured.client_config is not None
+    src, dst = f"{su.namespace}.src", f"{su.namespace}.dst"
+    topology = make_secured(src, dst, exactly_once=eos)
+    client = admin(su)
+    apply_topics(plan_topics(topology, su, client, create_external=True), client)
+    user = f"app-{su.namespace}"
+    password = _user(su, user)
+    acls = [a.key for a in plan(topology, su, principal=f"User:{user}") if (a.resource_type, a.name, a.operation) != without]
+    assert len(acls) == len(plan(topology, su, principal=f"User:{user}")) - 1, f"{without} is not a planned ACL"
+    client.create_acls(acls)
+    return user, password, {"SEC_SRC": src, "SEC_DST": dst, "SEC_EOS": "1" if eos else "0"}
+
+
+def _run(app_file: Path, password: str, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "kstream.cli.main", "--config", str(app_file), "-X", f"sasl.password={password}", *args],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+@pytest.mark.parametrize(("eos", "missing"), [
+    (False, ("GROUP", "{ns}.sec.limited", "READ")),
+    (False, ("GROUP", "{ns}.limits.erp", "READ")),
+    (False, ("TOPIC", "{ns}.trash", "WRITE")),
+    (False, ("TOPIC", "{ns}.sec.limited", "WRITE")),
+    (True, ("TRANSACTIONAL_ID", "{ns}.sec.deliver.", "WRITE")),
+], ids=["consumer-group", "limiter-group", "trash", "output", "transactional-id"])
+def test_a_missing_acl_stops_the_worker_with_one_line_naming_it(secured: BrokerInfo, su: Settings, tmp_path: Path,
+                                                                 eos: bool, missing: tuple[str, str, str]) -> None:
+    # Given the planned ACLs but one
+    kind, name, operation = missing[0], missing[1].format(ns=su.namespace), missing[2]
+    user, password, env = _provisioned(secured, su, eos=eos, without=(kind, name, operation))
+    # When the worker runs and gets orders (one of them for the Trash)
+    worker = _run(_settings_file(tmp_path / "app.toml", su, user=user), password, env, "run", APP)
+    _produce(su, env["SEC_SRC"], [{"id": i, "explode": i == EXPLODING} for i in range(1, ORDERS + 1)])
+    try:
+        code, out, err = worker.wait(timeout=90), "", ""
+    finally:
+        code, out, err = _stop(worker)
+    # Then it stops (no hang) with one error line that names the missing right
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1, err
+    assert len(errors) == 1, err
+    assert f"not authorized: User:{user} may not {operation} {kind} {name}" in errors[0]
+    assert password not in out + err
+
+
+def test_a_wrong_password_fails_in_one_line_within_10_s(secured: BrokerInfo, su: Settings, tmp_path: Path) -> None:
+    user = f"app-{su.namespace}"
+    _user(su, user)
+    app_file = _settings_file(tmp_path / "app.toml", su, user=user)
+    for command in (["topics", "plan", APP], ["run", APP]):
+        started = time.monotonic()
+        proc = _run(app_file, "not-the-password", {}, *command)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - started
+        assert proc.returncode == 1, (command, err)
+        assert err.splitlines() == [err.splitlines()[0]] and err.startswith("error: authentication failed: "), (command, err)
+        assert "invalid credentials" in err
+        assert "not-the-password" not in out + err
+        assert took < 10, f"{command} took {took:.1f} s"
+
+
+def test_a_client_without_tls_trust_fails_in_one_line(secured: BrokerInfo, su: Settings, tmp_path: Path) -> None:
+    user = f"app-{su.namespace}"
+    password = _user(su, user)
+    app_file = _settings_file(tmp_path / "app.toml", su, user=user, extra={"ssl.ca.location": ""})
+    assert "ssl.ca.location" not in app_file.read_text()
+    for command in (["topics", "plan", APP], ["run", APP]):
+        started = time.monotonic()
+        proc = _run(app_file, password, {}, *command)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1, (command, err)
+        assert len(err.splitlines()) == 1 and err.startswith("error: TLS handshake failed: "), (command, err)
+        assert "certificate verify failed" in err
+        assert password not in out + err
+        assert time.monotonic() - started < 10
+
+
+def test_dev_broker_status_prints_the_client_settings_but_no_secret(secured: BrokerInfo) -> None:
+    result = CliRunner().invoke(cli, ["dev", "broker", "status", "--workdir", str(secured.workdir)])
+    password = security_files(secured.workdir).admin_password.read_text().strip()
+    assert result.exit_code == 0, result.output
+    assert f"running at {secured.bootstrap}" in result.output
+    assert f"--config {secured.client_config}" in result.output
+    assert "KSTREAM_KAFKA_SASL_PASSWORD_FILE=" in result.output
+    assert password not in result.output
+    assert oct(security_files(secured.workdir).admin_password.stat().st_mode & 0o777) == "0o600"
