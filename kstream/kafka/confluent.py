@@ -138,7 +138,9 @@ class _LoginWatch:
         self._failed: AccessDenied | None = None
 
     def on_error(self, err: KafkaError) -> None:
-        if err.code() in _LOGIN_FAILED and self._failed is None:
+        # Of TLS errors only an untrusted certificate: others (a reset mid-handshake) may pass.
+        untrusted = err.code() != KafkaError._SSL or "certificate verify failed" in err.str()
+        if err.code() in _LOGIN_FAILED and untrusted and self._failed is None:
             what = "TLS handshake failed" if err.code() == KafkaError._SSL else "authentication failed"
             self._failed = AccessDenied(f"{what}: {err.str()}", code=err.name())
 
