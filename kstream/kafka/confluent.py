@@ -173,6 +173,19 @@ def _client(kind: Callable[[dict[str, Any]], _C], conf: dict[str, Any]) -> _C:
         raise ConfigError(f"invalid Kafka client settings: {err.str() if isinstance(err, KafkaError) else exc}") from None
 
 
+def _list_topics(client: Any, watch: _LoginWatch, topic: str | None, deadline: float) -> Any:
+    """Metadata from an admin client or consumer, None if no broker answered by ``deadline``.
+    Asked in short slices, serving callbacks in between, so that a failed login fails at once."""
+    while True:
+        try:
+            return client.list_topics(topic, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+        except KafkaException:
+            client.poll(0)  # serves error_cb
+            watch.check()
+            if time.monotonic() >= deadline:
+                return None
+
+
 def _error_event(err: KafkaError | None, principal: str = "this client", read: Sequence[str] = (),
                  group: str | None = None, topic: str | None = None) -> bool:
     """True for an error event (dropped: librdkafka retries transient errors); raises on fatal
@@ -422,15 +435,10 @@ class KafkaAdmin:
         self._principal = _principal(kafka)
 
     def _metadata(self, topic: str | None = None) -> Any:
-        """Cluster metadata; asked in short slices so that a failed login fails at once."""
-        deadline = time.monotonic() + self._timeout
-        while True:
-            try:
-                return self._admin.list_topics(topic, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
-            except KafkaException:
-                self._check_login()
-                if time.monotonic() >= deadline:
-                    raise BrokerUnavailable(f"no Kafka broker answered at {self._bootstrap} within {self._timeout:g} s") from None
+        meta = _list_topics(self._admin, self._watch, topic, time.monotonic() + self._timeout)
+        if meta is None:
+            raise BrokerUnavailable(f"no Kafka broker answered at {self._bootstrap} within {self._timeout:g} s")
+        return meta
 
     def topics(self, names: Sequence[str] | None = None) -> dict[str, TopicState]:
         meta = self._metadata()
@@ -580,16 +588,19 @@ class KafkaTopicReader:
         self._kafka = dict(kafka)
 
     def read_compacted(self, topic: str, timeout: float) -> list[Record]:
+        watch = _LoginWatch()
         conf = _config({}, self._kafka, {
             "bootstrap.servers": self._bootstrap, "group.id": f"{READER_GROUP_PREFIX}{time.time_ns()}",
             "enable.auto.commit": "false", "enable.partition.eof": "true",
             "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-        })
+        }, watch)
         conf.pop("group.protocol", None)
         consumer = _client(confluent_kafka.Consumer, conf)
         deadline = time.monotonic() + timeout
         try:
-            meta = consumer.list_topics(topic, timeout=timeout)
+            meta = _list_topics(consumer, watch, topic, deadline)
+            if meta is None:
+                raise BrokerUnavailable(f"no Kafka broker answered at {self._bootstrap} within {timeout:g} s")
             tmeta = meta.topics.get(topic)
             if tmeta is None or tmeta.error is not None or not tmeta.partitions:
                 return []
