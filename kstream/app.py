@@ -95,12 +95,12 @@ def _status_topic(settings: Settings, origin: str) -> str | None:
     until they fail, stalling every flush of the commit path (and failing a transaction)."""
     topic = settings.status_topic
     try:
-        if admin(settings, timeout=5.0).exists(topic):
+        if admin(settings, timeout=5.0).exists(topic, needed="WRITE"):
             return topic
         log.warning("%s: no status topic %s (kstream topics apply creates it): kstream lag shows no in-flight",
                     origin, topic)
     except AccessDenied:
-        raise  # a failed login: every other client of the worker would fail the same way
+        raise  # a failed login or a missing ACL: the node cannot run as planned, say which
     except KstreamError as exc:
         log.warning("%s: cannot check for the status topic %s (%s): no status published", origin, topic, exc)
     return None

@@ -481,10 +481,13 @@ class KafkaAdmin:
         self._admin.poll(0)  # serves error_cb
         self._watch.check()
 
-    def exists(self, topic: str) -> bool:
+    def exists(self, topic: str, *, needed: str = "DESCRIBE") -> bool:
         """Whether ``topic`` exists, from metadata alone: a client may see every topic it may
-        read or write (READ and WRITE imply DESCRIBE), but not their configs."""
+        read or write (READ and WRITE imply DESCRIBE), but not their configs. Raises
+        :class:`AccessDenied` naming the ``needed`` operation when the topic is hidden from it."""
         tmeta = self._metadata(topic).topics.get(topic)
+        if tmeta is not None and tmeta.error is not None and tmeta.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            raise not_authorized(self._principal, needed, "TOPIC", topic, tmeta.error)
         return tmeta is not None and tmeta.error is None
 
     def create_acls(self, acls: Sequence[AclKey]) -> None:

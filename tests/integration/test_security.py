@@ -44,7 +44,8 @@ EXPLODING = 3  # this order goes to the Trash, and through once replayed
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInfo]:
     broker = LocalBroker(tmp_path_factory.mktemp("secured"))
-    info, _ = broker.start(port=_free_port(), security="sasl_ssl")
+    # A generous timeout: the machine running the tests may be shared and busy.
+    info, _ = broker.start(port=_free_port(), security="sasl_ssl", timeout=240)
     try:
         yield info
     finally:
@@ -202,8 +203,16 @@ def _run(app_file: Path, password: str, env: dict[str, str], *args: str, output:
     (False, ("GROUP", "{ns}.limits.erp", "READ")),
     (False, ("TOPIC", "{ns}.trash", "WRITE")),
     (False, ("TOPIC", "{ns}.sec.limited", "WRITE")),
+    (False, ("TOPIC", "{ns}.src", "READ")),
+    (False, ("TOPIC", "{ns}.sec.limited.retry", "READ")),
+    (False, ("TOPIC", "{ns}.status", "WRITE")),
+    (False, ("TOPIC", "{ns}.cursors", "READ")),
+    (False, ("TOPIC", "{ns}.cursors", "WRITE")),
+    (False, ("GROUP", "kstream-reader-", "READ")),
+    (False, ("TOPIC", "{ns}.trash", "READ")),
     (True, ("TRANSACTIONAL_ID", "{ns}.sec.deliver.", "WRITE")),
-], ids=["consumer-group", "limiter-group", "trash", "output", "transactional-id"])
+], ids=["consumer-group", "limiter-group", "trash", "output", "input", "retry-topic", "status", "cursors-read",
+        "cursors-write", "reader-groups", "trash-read", "transactional-id"])
 def test_a_missing_acl_stops_the_worker_with_one_line_naming_it(secured: BrokerInfo, su: Settings, tmp_path: Path,
                                                                  eos: bool, missing: tuple[str, str, str]) -> None:
     # Given the planned ACLs but one
@@ -212,6 +221,9 @@ def test_a_missing_acl_stops_the_worker_with_one_line_naming_it(secured: BrokerI
     # When the worker runs and gets orders (one of them for the Trash)
     worker = _run(_settings_file(tmp_path / "app.toml", su, user=user), password, env, "run", APP, output=tmp_path)
     _produce(su, env["SEC_SRC"], [{"id": i, "explode": i == EXPLODING} for i in range(1, ORDERS + 1)])
+    assert secured.client_config is not None
+    code, _, err = _cli(secured.client_config, "-n", su.namespace, "start", APP, "fetch", env=env)
+    assert code == 0, err
     try:
         worker.wait(timeout=90)
     finally:
