@@ -129,6 +129,15 @@ class _LibrdkafkaLog:
             _LIBRDKAFKA_LOG.log(level, "%s", text)
 
 
+def _login_failed(err: KafkaError) -> AccessDenied | None:
+    """The error of a failed login (:data:`_LOGIN_FAILED`), or None for any other event."""
+    # Of TLS errors only an untrusted certificate: others (a reset mid-handshake) may pass.
+    if err.code() not in _LOGIN_FAILED or (err.code() == KafkaError._SSL and "certificate verify failed" not in err.str()):
+        return None
+    what = "TLS handshake failed" if err.code() == KafkaError._SSL else "authentication failed"
+    return AccessDenied(f"{what}: {err.str()}", code=err.name())
+
+
 class _LoginWatch:
     """Keeps the first error event that no reconnect fixes (:data:`_LOGIN_FAILED`) of a client,
     for the calls that wait on it to raise at once instead of timing out. Thread-safe: librdkafka
@@ -138,11 +147,8 @@ class _LoginWatch:
         self._failed: AccessDenied | None = None
 
     def on_error(self, err: KafkaError) -> None:
-        # Of TLS errors only an untrusted certificate: others (a reset mid-handshake) may pass.
-        untrusted = err.code() != KafkaError._SSL or "certificate verify failed" in err.str()
-        if err.code() in _LOGIN_FAILED and untrusted and self._failed is None:
-            what = "TLS handshake failed" if err.code() == KafkaError._SSL else "authentication failed"
-            self._failed = AccessDenied(f"{what}: {err.str()}", code=err.name())
+        if self._failed is None:
+            self._failed = _login_failed(err)
 
     def check(self) -> None:
         if self._failed is not None:
@@ -199,10 +205,9 @@ def _error_event(err: KafkaError | None, principal: str = "this client", read: S
         raise not_authorized(principal, "READ", "TOPIC", topic or " or ".join(read), err)
     if err.fatal() or code == KafkaError.UNKNOWN_TOPIC_OR_PART or code in _DENIED:
         raise broker_error(err, "consumer failed")
-    if code in _LOGIN_FAILED:
-        watch = _LoginWatch()
-        watch.on_error(err)
-        watch.check()
+    failed = _login_failed(err)
+    if failed is not None:
+        raise failed
     return True
 
 

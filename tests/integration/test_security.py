@@ -277,3 +277,27 @@ def test_dev_broker_status_prints_the_client_settings_but_no_secret(secured: Bro
     assert "KSTREAM_KAFKA_SASL_PASSWORD_FILE=" in result.output
     assert password not in result.output
     assert oct(security_files(secured.workdir).admin_password.stat().st_mode & 0o777) == "0o600"
+
+
+def test_commands_point_at_the_settings_of_a_secured_local_broker(secured: BrokerInfo, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the secured dev broker runs from this folder and nothing else is configured
+    (tmp_path / ".kstream").mkdir()
+    (tmp_path / ".kstream" / "broker").symlink_to(secured.workdir)
+    monkeypatch.chdir(tmp_path)
+    for name in ("KSTREAM_BOOTSTRAP_SERVERS", "KSTREAM_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    app = str(Path(__file__).parents[1] / "apps" / "secured.py") + ":topology"
+    # When a command runs without settings, it says which settings to pass, in one line
+    result = CliRunner().invoke(cli, ["topics", "plan", app])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"error: the local broker at {secured.bootstrap} is secured: pass --config {secured.client_config} "
+        "(its super user) or your own settings"]
+    # and with them it works (the bootstrap address still comes from the local broker)
+    result = CliRunner().invoke(cli, ["-X", "security.protocol=SASL_SSL", "-X", "sasl.mechanism=SCRAM-SHA-512",
+                                      "-X", "sasl.username=admin", "-X", f"ssl.ca.location={security_files(secured.workdir).ca}",
+                                      "-X", f"sasl.password.file={security_files(secured.workdir).admin_password}",
+                                      "topics", "plan", app])
+    assert result.exit_code == 0, result.output
+    assert "create" in result.stdout
