@@ -610,6 +610,8 @@ class KafkaTopicReader:
             if meta is None:
                 raise BrokerUnavailable(f"no Kafka broker answered at {self._bootstrap} within {timeout:g} s")
             tmeta = meta.topics.get(topic)
+            if tmeta is not None and tmeta.error is not None and tmeta.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                raise not_authorized(_principal(conf), "READ", "TOPIC", topic, tmeta.error)
             if tmeta is None or tmeta.error is not None or not tmeta.partitions:
                 return []
             pending = {p for p in sorted(tmeta.partitions) if self._has_records(consumer, topic, p, deadline)}

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from kstream.dev.broker import BrokerInfo, LocalBroker
 from kstream.dev.security import security_files
 from kstream.provision import apply as apply_topics
 from kstream.provision import plan as plan_topics
+from kstream.trash import TrashCodec, TrashEntry, entry_id
+from kstream.types import Attempt
 from tests.apps.secured import PAGES, make_secured
 from tests.conftest import _free_port
 
@@ -189,6 +192,19 @@ def _provisioned(secured: BrokerInfo, su: Settings, *, eos: bool, without: tuple
     return user, password, {"SEC_SRC": src, "SEC_DST": dst, "SEC_EOS": "1" if eos else "0"}
 
 
+def _produce_trash_entry(su: Settings) -> None:
+    when = datetime.now(UTC)
+    entry = TrashEntry(
+        id=entry_id("other", "node", "some.topic", 0, 1), topology="other", node="node", reason="error",
+        error_type="ValueError", error_message="bad", traceback="", key=b"k", value=b"{}", headers=[],
+        topic="some.topic", partition=0, offset=1, workflow="w", attempts=(Attempt(when, "ValueError: bad"),),
+        first_failure=when, last_failure=when,
+    )
+    out = producer(su)
+    out.produce(su.trash_topic, TrashCodec().encode(entry), entry.id.encode(), None)
+    assert out.flush(30) == 0 and not out.take_errors()
+
+
 def _run(app_file: Path, password: str, env: dict[str, str], *args: str, output: Path) -> subprocess.Popen[str]:
     """``kstream ARGS`` as the app user, its password on the command line; output to files in ``output``."""
     with (output / "out").open("w") as out, (output / "err").open("w") as err:
@@ -215,13 +231,18 @@ def _run(app_file: Path, password: str, env: dict[str, str], *args: str, output:
         "cursors-write", "reader-groups", "trash-read", "transactional-id"])
 def test_a_missing_acl_stops_the_worker_with_one_line_naming_it(secured: BrokerInfo, su: Settings, tmp_path: Path,
                                                                  eos: bool, missing: tuple[str, str, str]) -> None:
-    # Given the planned ACLs but one
+    # Given the planned ACLs but one, and a Trash that holds an entry (park_key nodes read it at start)
     kind, name, operation = missing[0], missing[1].format(ns=su.namespace), missing[2]
     user, password, env = _provisioned(secured, su, eos=eos, without=(kind, name, operation))
-    # When the worker runs and gets orders (one of them for the Trash)
+    _produce_trash_entry(su)
+    # When the worker runs and gets orders (one of them for the Trash), and two batch runs
     worker = _run(_settings_file(tmp_path / "app.toml", su, user=user), password, env, "run", APP, output=tmp_path)
     _produce(su, env["SEC_SRC"], [{"id": i, "explode": i == EXPLODING} for i in range(1, ORDERS + 1)])
     assert secured.client_config is not None
+    code, _, err = _cli(secured.client_config, "-n", su.namespace, "start", APP, "fetch", env=env)
+    assert code == 0, err
+    # (a run reads the cursors when it starts: the second finds those of the first)
+    _wait("cursors, or the worker to stop", lambda: worker.poll() is not None or cursor_reader(su).read_compacted(su.cursors_topic, 30))
     code, _, err = _cli(secured.client_config, "-n", su.namespace, "start", APP, "fetch", env=env)
     assert code == 0, err
     try:
