@@ -181,7 +181,7 @@ class Settings(_Frozen):
     def _separate_secrets(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and isinstance(data.get("kafka"), Mapping):
             kafka = data["kafka"]
-            secrets = {k: v for k, v in kafka.items() if is_secret(str(k))}
+            secrets = {k: _kafka_value(v) for k, v in kafka.items() if is_secret(str(k))}
             if secrets:
                 plain = {k: v for k, v in kafka.items() if k not in secrets}
                 data = {**data, "kafka": plain, "kafka_secrets": {**data.get("kafka_secrets", {}), **secrets}}
