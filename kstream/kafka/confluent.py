@@ -12,7 +12,9 @@ Client defaults chosen here (any can be overridden through ``Settings.kafka``):
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -117,14 +119,21 @@ _LIBRDKAFKA_LOG = logging.getLogger("kstream.librdkafka")
 
 
 class _LibrdkafkaLog:
-    """librdkafka's log lines, to Python logging; less those of failed logins, which come as
-    error events too and stop the client with that same text as its one error line."""
+    """librdkafka's log lines of one client, to Python logging; less those of failed logins,
+    which come as error events too and stop the client with that same text as its one error
+    line. Keeps the topics a transaction was denied: only this log line names them."""
 
     _LOGIN_FAILED = ("SASL authentication error", "SSL handshake failed", "certificate verify failed",
                      "in state SSL_HANDSHAKE)", "in state AUTH_REQ)")
+    _TXN_DENIED = re.compile(r'Failed to add partition "([^"]+)" \[\d+\] to transaction: Broker: Topic authorization failed')
+
+    def __init__(self) -> None:
+        self.denied_topics: list[str] = []
 
     def log(self, level: int, msg: str, *args: Any) -> None:
         text = msg % args if args else msg
+        if (denied := self._TXN_DENIED.search(text)) and denied[1] not in self.denied_topics:
+            self.denied_topics.append(denied[1])
         if not any(part in text for part in self._LOGIN_FAILED):
             _LIBRDKAFKA_LOG.log(level, "%s", text)
 
@@ -307,6 +316,7 @@ class KafkaProducer:
         self._lock = threading.Lock()
         conf = _config(PRODUCER_DEFAULTS, kafka, {"bootstrap.servers": bootstrap, **extra})
         self._principal = _principal(conf)
+        self._log: _LibrdkafkaLog = conf["logger"]
         self._transactional_id: str | None = conf.get("transactional.id")
         # Python-level option (a bool, not a librdkafka string): reports only for failures.
         conf["delivery.report.only.error"] = str(conf.get("delivery.report.only.error", "true")).lower() == "true"
@@ -412,10 +422,13 @@ class _TransactionalProducer(KafkaProducer):
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.txn_requires_abort():
-                self.abort(timeout)
-            group = getattr(group_metadata, "group_id", None) if group_metadata is not None else None
-            right = (self._principal, "READ", "GROUP", str(group)) if group and isinstance(err, KafkaError) \
-                and err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED else None
+                # Failing that too (an invalid state) must not hide why the commit failed; the
+                # broker aborts the transaction when it times out.
+                with contextlib.suppress(BrokerError):
+                    self.abort(timeout)
+            right = None
+            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED and self._log.denied_topics:
+                right = (self._principal, "WRITE", "TOPIC", " and ".join(self._log.denied_topics))
             raise broker_error(exc, "committing the transaction failed", right) from None
 
 

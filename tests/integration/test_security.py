@@ -227,8 +227,9 @@ def _run(app_file: Path, password: str, env: dict[str, str], *args: str, output:
     (False, ("GROUP", "kstream-reader-", "READ")),
     (False, ("TOPIC", "{ns}.trash", "READ")),
     (True, ("TRANSACTIONAL_ID", "{ns}.sec.deliver.", "WRITE")),
+    (True, ("TOPIC", "{ns}.sec.deliver", "WRITE")),
 ], ids=["consumer-group", "limiter-group", "trash", "output", "input", "retry-topic", "status", "cursors-read",
-        "cursors-write", "reader-groups", "trash-read", "transactional-id"])
+        "cursors-write", "reader-groups", "trash-read", "transactional-id", "output-in-a-transaction"])
 def test_a_missing_acl_stops_the_worker_with_one_line_naming_it(secured: BrokerInfo, su: Settings, tmp_path: Path,
                                                                  eos: bool, missing: tuple[str, str, str]) -> None:
     # Given the planned ACLs but one, and a Trash that holds an entry (park_key nodes read it at start)
