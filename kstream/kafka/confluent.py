@@ -358,7 +358,7 @@ class KafkaProducer:
                 except BufferError:
                     continue
         except KafkaException as exc:
-            raise broker_error(exc, f"produce to {topic} failed") from None
+            raise broker_error(exc, f"produce to {topic} failed", (self._principal, "WRITE", "TOPIC", topic)) from None
 
     def poll(self, timeout: float) -> None:
         self._producer.poll(timeout)
