@@ -48,6 +48,7 @@ def broker() -> None:
 
     \b
       kstream dev broker start      # prints the bootstrap address
+      kstream dev broker start --security sasl_ssl   # TLS, SCRAM logins, ACLs enforced
       kstream dev broker logs -f
       kstream dev broker stop
     """
