@@ -242,7 +242,7 @@ def act_workflows(settings: Settings, crm: CrmStub, run: str) -> bool:
 
 
 def wait_for_run_end(settings: Settings, scope: str) -> None:
-    reader = KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
+    reader = KafkaTopicReader(settings.bootstrap_servers, settings.client_properties())
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         states = read_cursors(reader, settings.cursors_topic, topology="shop", node="pull")

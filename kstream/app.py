@@ -14,7 +14,7 @@ from typing import Any
 from kstream.avro_topics import encoders, registry_of, with_avro_decoder
 from kstream.batch import BatchRunner, read_cursor_changes
 from kstream.config import Settings
-from kstream.errors import BrokerError, ConfigError, KstreamError
+from kstream.errors import AccessDenied, BrokerError, ConfigError, KstreamError
 from kstream.kafka.confluent import (
     KafkaAckProducer,
     KafkaAdmin,
@@ -44,11 +44,11 @@ log = logging.getLogger("kstream")
 
 
 def admin(settings: Settings, *, timeout: float = 10.0) -> KafkaAdmin:
-    return KafkaAdmin(settings.bootstrap_servers, settings.kafka, timeout=timeout)
+    return KafkaAdmin(settings.bootstrap_servers, settings.client_properties(), timeout=timeout)
 
 
 def producer(settings: Settings, kafka: dict[str, str] | None = None) -> KafkaProducer:
-    return KafkaProducer(settings.bootstrap_servers, settings.kafka if kafka is None else kafka)
+    return KafkaProducer(settings.bootstrap_servers, settings.client_properties() if kafka is None else kafka)
 
 
 def client_id(name: str) -> str:
@@ -59,7 +59,7 @@ def client_id(name: str) -> str:
 
 
 def _with_client_id(settings: Settings, name: str) -> dict[str, str]:
-    return {"client.id": client_id(name), **settings.kafka}  # a configured client.id wins
+    return {"client.id": client_id(name), **settings.client_properties()}  # a configured client.id wins
 
 
 def limiter(service: str, settings: Settings) -> GlobalRateLimiter:
@@ -105,12 +105,12 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
     retry = retry_topic_of(topology, node.name, ns)
     batch = None
     if node.batch is not None:
-        reader = KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
+        reader = KafkaTopicReader(settings.bootstrap_servers, settings.client_properties())
         batch = BatchRunner(topology=topology.name, node=name, spec=node.batch, cursors_topic=settings.cursors_topic,
                             load=lambda: read_cursor_changes(reader, settings.cursors_topic, topology=topology.name, node=name))
     parked = None
     if node.on_failure == "park_key":
-        parked = blocking_keys(KafkaTopicReader(settings.bootstrap_servers, settings.kafka), settings.trash_topic,
+        parked = blocking_keys(KafkaTopicReader(settings.bootstrap_servers, settings.client_properties()), settings.trash_topic,
                                topology=topology.name, node=name)
     schema_encoders = None
     if any(n.avro is not None or n.to_avro is not None for n in topology.nodes.values()):
@@ -170,10 +170,12 @@ def _status_topic(settings: Settings, origin: str) -> str | None:
     until they fail, stalling every flush of the commit path (and failing a transaction)."""
     topic = settings.status_topic
     try:
-        if topic in admin(settings, timeout=5.0).topics([topic]):
+        if admin(settings, timeout=5.0).exists(topic, needed="WRITE"):
             return topic
         log.warning("%s: no status topic %s (kstream topics apply creates it): kstream lag shows no in-flight",
                     origin, topic)
+    except AccessDenied:
+        raise  # a failed login or a missing ACL: the node cannot run as planned, say which
     except KstreamError as exc:
         log.warning("%s: cannot check for the status topic %s (%s): no status published", origin, topic, exc)
     return None
@@ -295,9 +297,9 @@ def trash_store(settings: Settings, *, batch_size: int = 500) -> TrashStore:
     """The Trash tools' store: a ``read_committed`` reader and one transactional producer whose
     stable id (``{ns}.trash-tool``) lets each run fence an earlier, killed one."""
     def transactional() -> KafkaTransactionalProducer:
-        return KafkaTransactionalProducer(settings.bootstrap_servers, settings.kafka, f"{settings.namespace}.trash-tool")
+        return KafkaTransactionalProducer(settings.bootstrap_servers, settings.client_properties(), f"{settings.namespace}.trash-tool")
 
-    return TrashStore(settings.trash_topic, KafkaTopicReader(settings.bootstrap_servers, settings.kafka), transactional,
+    return TrashStore(settings.trash_topic, KafkaTopicReader(settings.bootstrap_servers, settings.client_properties()), transactional,
                       batch_size=batch_size)
 
 
@@ -317,23 +319,24 @@ class ReceiptProducer(KafkaProducer):
 
 
 def receipt_producer(settings: Settings) -> ReceiptProducer:
-    return ReceiptProducer(settings.bootstrap_servers, dict(settings.kafka))
+    return ReceiptProducer(settings.bootstrap_servers, settings.client_properties())
 
 
 def cursor_reader(settings: Settings) -> KafkaTopicReader:
-    return KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
+    return KafkaTopicReader(settings.bootstrap_servers, settings.client_properties())
 
 
 def status_reader(settings: Settings) -> KafkaTopicReader:
     """Reads ``{ns}.status`` (:func:`kstream.runtime.status.in_flight_by_node`)."""
-    return KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
+    return KafkaTopicReader(settings.bootstrap_servers, settings.client_properties())
 
 
 def ack_producer(settings: Settings) -> KafkaAckProducer:
     """The HTTP API's producer: acks=all, and a callback per record (a start is answered once stored)."""
-    return KafkaAckProducer(settings.bootstrap_servers, settings.kafka)
+    return KafkaAckProducer(settings.bootstrap_servers, settings.client_properties())
 
 
 def tail_consumer(settings: Settings, purpose: str) -> KafkaConsumer:
     """A consumer in a group of its own (nothing committed): it reads all partitions from the start."""
-    return KafkaConsumer(settings.bootstrap_servers, f"{settings.namespace}.{purpose}.{uuid.uuid4().hex[:12]}", settings.kafka)
+    group = f"{settings.namespace}.{purpose}.{uuid.uuid4().hex[:12]}"
+    return KafkaConsumer(settings.bootstrap_servers, group, settings.client_properties())

@@ -23,7 +23,10 @@ File layout::
     per = "1s"
 
     [kafka]                          # any librdkafka property, passed through
-    "security.protocol" = "PLAINTEXT"
+    "security.protocol" = "SASL_SSL"
+    "sasl.mechanism" = "SCRAM-SHA-512"
+    "sasl.username" = "orders"
+    "sasl.password.file" = "/var/run/secrets/kafka/password"   # or KSTREAM_KAFKA_SASL_PASSWORD
 
     [schema_registry]                # for Avro nodes (kstream[avro]); env KSTREAM_SCHEMA_REGISTRY_URL
     url = "http://127.0.0.1:8081"    # Apicurio: http://HOST:PORT/apis/ccompat/v7
@@ -34,6 +37,12 @@ File layout::
     [observe]                        # kstream run: /metrics /healthz /readyz, logs, tracing
     http_port = 9100
     log_format = "json"
+
+Secrets: any ``[kafka]`` property may instead be read from a file named by ``<prop>.file``
+(``KSTREAM_KAFKA_SASL_PASSWORD_FILE`` in the environment), e.g. a mounted Kubernetes Secret.
+Properties that hold secrets (:func:`is_secret`) are kept apart, as ``SecretStr``, in
+``Settings.kafka_secrets``: they print as ``**********`` and only :meth:`Settings.client_properties`
+(what the clients are given) reveals them.
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from kstream.avro import Compatibility
 from kstream.errors import ConfigError, DeclarationError
@@ -53,6 +62,24 @@ from kstream.naming import check_name
 SubjectStrategy = Literal["topic", "record", "topic_record"]
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+ENV_KAFKA_PREFIX = "KSTREAM_KAFKA_"
+FILE_SUFFIX = ".file"
+# librdkafka properties whose values are secrets; anything named *password* or *secret* is too.
+_SECRET_PROPERTIES = frozenset({
+    "sasl.password", "ssl.key.pem", "ssl_key", "ssl.keystore.password", "ssl.key.password",
+    "sasl.oauthbearer.config", "sasl.oauthbearer.client.secret", "sasl.oauthbearer.assertion.private.key.pem",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+})
+
+
+def is_secret(prop: str) -> bool:
+    """Whether the librdkafka property ``prop`` holds a secret (never printed, never in argv)."""
+    return prop in _SECRET_PROPERTIES or "password" in prop or "secret" in prop
+
+
+def env_name(prop: str) -> str:
+    """The environment variable that sets the librdkafka property ``prop``."""
+    return ENV_KAFKA_PREFIX + prop.upper().replace(".", "_")
 
 
 class _Frozen(BaseModel):
@@ -182,7 +209,10 @@ class Settings(_Frozen):
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     observe: ObserveSettings = Field(default_factory=ObserveSettings)
     kafka: dict[str, str] = Field(default_factory=dict)
-    """librdkafka properties passed to every client, after kstream's own defaults."""
+    """librdkafka properties passed to every client, after kstream's own defaults (secrets
+    given here are moved to :attr:`kafka_secrets`)."""
+    kafka_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    """The librdkafka properties that are secrets (:func:`is_secret`): redacted when printed."""
     limits: dict[str, LimitSpec] = Field(default_factory=dict)
     """Global rate limits by service name, used by nodes declared with ``limit="name"``."""
     schema_registry: RegistrySettings | None = None
@@ -203,6 +233,21 @@ class Settings(_Frozen):
         if isinstance(value, Mapping):
             return {str(k): _kafka_value(v) for k, v in value.items()}
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _separate_secrets(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and isinstance(data.get("kafka"), Mapping):
+            kafka = data["kafka"]
+            secrets = {k: _kafka_value(v) for k, v in kafka.items() if is_secret(str(k))}
+            if secrets:
+                plain = {k: v for k, v in kafka.items() if k not in secrets}
+                data = {**data, "kafka": plain, "kafka_secrets": {**data.get("kafka_secrets", {}), **secrets}}
+        return data
+
+    def client_properties(self) -> dict[str, str]:
+        """The librdkafka properties every client gets, secrets revealed: hand them only to a client."""
+        return {**self.kafka, **{k: v.get_secret_value() for k, v in self.kafka_secrets.items()}}
 
     @property
     def trash_topic(self) -> str:
@@ -259,19 +304,48 @@ def load_settings(
     file_kafka = data.get("kafka", {})
     if not isinstance(file_kafka, Mapping):
         raise ConfigError("invalid setting kafka: must be a table of librdkafka properties")
-    kafka = dict(file_kafka)
-    for name, value in env.items():
-        if name.startswith("KSTREAM_KAFKA_"):
-            kafka[name.removeprefix("KSTREAM_KAFKA_").lower().replace("_", ".")] = value
+    kafka: dict[str, Any] = {}
+    _put_kafka(kafka, file_kafka)
+    _put_kafka(kafka, {
+        name.removeprefix(ENV_KAFKA_PREFIX).lower().replace("_", "."): value
+        for name, value in env.items() if name.startswith(ENV_KAFKA_PREFIX)
+    })
     for key, value in (overrides or {}).items():
         if key == "kafka":
-            kafka.update(value)
+            _put_kafka(kafka, value)
         elif value is not None:
             data[key] = value
-    data["kafka"] = kafka
+    data["kafka"] = _read_files(kafka)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+
+
+def _put_kafka(kafka: dict[str, Any], props: Mapping[str, Any]) -> None:
+    """Add ``props`` (a later source) to ``kafka``: ``X`` and ``X.file`` replace each other."""
+    for name, value in props.items():
+        other = name.removesuffix(FILE_SUFFIX) if name.endswith(FILE_SUFFIX) else name + FILE_SUFFIX
+        kafka.pop(other, None)
+        kafka[name] = value
+
+
+def _read_files(kafka: Mapping[str, Any]) -> dict[str, Any]:
+    """Replace each ``X.file`` by property ``X`` holding the file's text (one trailing newline
+    dropped: ``echo secret > file`` and Kubernetes Secrets both end in one, or none)."""
+    out: dict[str, Any] = {}
+    for name, value in kafka.items():
+        if not name.endswith(FILE_SUFFIX):
+            out[name] = value
+            continue
+        path = Path(str(value)).expanduser()
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {name} {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{name} {path} is not UTF-8 text") from None
+        out[name.removesuffix(FILE_SUFFIX)] = text.removesuffix("\n").removesuffix("\r")
+    return out

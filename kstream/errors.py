@@ -8,6 +8,7 @@ The tree::
     ├── AppLoadError                  ``APP`` (``module:attr`` / ``file.py:attr``) cannot be loaded
     ├── BrokerError                   talking to Kafka failed
     │   ├── BrokerUnavailable         no broker answered in time (retryable)
+    │   ├── AccessDenied              a failed login (credentials, TLS trust) or a missing ACL: stops the node
     │   ├── DeliveryFailed            the broker did not acknowledge an output (retryable)
     │   └── TransactionInDoubt        a transactional call timed out or its outcome is unknown:
     │                                 the producer must be replaced (epoch bump) before writing on
@@ -63,6 +64,11 @@ class BrokerUnavailable(BrokerError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="TRANSPORT", retryable=True)
+
+
+class AccessDenied(BrokerError):
+    """The broker refused this client: wrong credentials, a certificate it cannot trust, or a
+    missing ACL (the message names the right). Retrying cannot help: the node stops."""
 
 
 class DeliveryFailed(BrokerError):

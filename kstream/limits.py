@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from kstream.config import LimitSpec
+from kstream.errors import AccessDenied
 from kstream.kafka.port import Consumer, TopicPartition
 
 log = logging.getLogger("kstream.limits")
@@ -180,6 +181,7 @@ class GlobalRateLimiter:
         self._owned: set[int] = set()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
+        self._denied: AccessDenied | None = None
 
     # -- the Limiter contract ---------------------------------------------------------------
 
@@ -187,13 +189,20 @@ class GlobalRateLimiter:
         self.start()
         with self._cond:
             while (wait := self._bucket.take(self._clock())) > 0:
+                self._check()
                 self._cond.wait(wait)
+
+    def _check(self) -> None:
+        """Raise the coordination's :class:`AccessDenied`: waiting for a share would be forever."""
+        if self._denied is not None:
+            raise self._denied
 
     async def acquire_async(self) -> None:
         self.start()
         while True:
             with self._cond:
                 wait = self._bucket.take(self._clock())
+                self._check()
             if wait <= 0:
                 return
             await asyncio.sleep(wait)
@@ -258,6 +267,11 @@ class GlobalRateLimiter:
                 assert consumer is not None
                 try:
                     consumer.consume(1, POLL_TIMEOUT)
+                except AccessDenied as exc:
+                    with self._cond:  # no retry helps: callers of acquire fail with it
+                        self._denied = exc
+                        self._cond.notify_all()
+                    break
                 except Exception as exc:  # noqa: BLE001  (e.g. the topic is missing: retried)
                     last_error = self._report(exc, last_error)
                     self._closing.wait(1.0)

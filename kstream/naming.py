@@ -42,3 +42,7 @@ def group_id(namespace: str, topology: str, node: str) -> str:
 def workflow_state_topic(namespace: str, workflow: str) -> str:
     """The compacted state of every workflow of one type (its inbox is the orchestrator node's input)."""
     return f"{namespace}.wf.{workflow}"
+
+
+# Whole-topic readers (``KafkaTopicReader``) take a fresh group id under this prefix each time.
+READER_GROUP_PREFIX = "kstream-reader-"

@@ -11,7 +11,8 @@ from typing import Any
 import click
 
 from kstream.config import Settings, load_settings
-from kstream.errors import KstreamError
+from kstream.dev.broker import BrokerInfo
+from kstream.errors import ConfigError, KstreamError
 from kstream.loader import load_topology
 from kstream.topology import Topology
 
@@ -35,7 +36,10 @@ class Options:
             if not (self.bootstrap or _configured_bootstrap(self.config)):
                 local = _local_broker()
                 if local:
-                    settings = settings.model_copy(update={"bootstrap_servers": local})
+                    settings = settings.model_copy(update={"bootstrap_servers": local.bootstrap})
+                    if local.client_config is not None and "security.protocol" not in settings.kafka:
+                        raise ConfigError(f"the local broker at {local.bootstrap} is secured: "
+                                          f"pass --config {local.client_config} (its super user) or your own settings")
             self._settings = settings
         return self._settings
 
@@ -49,12 +53,11 @@ def _configured_bootstrap(config: Path | None) -> bool:
     return path is not None and "bootstrap_servers" in load_settings(path, environ={}).model_fields_set
 
 
-def _local_broker() -> str | None:
-    """The address of the local development broker started from this folder, if it runs."""
+def _local_broker() -> BrokerInfo | None:
+    """The local development broker started from this folder, if it runs."""
     from kstream.dev.broker import LocalBroker
 
-    info = LocalBroker(BROKER_DIR).status()
-    return info.bootstrap if info else None
+    return LocalBroker(BROKER_DIR).status()
 
 
 class KstreamGroup(click.Group):

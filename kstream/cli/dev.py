@@ -11,9 +11,11 @@ from typing import BinaryIO
 
 import click
 
-from kstream.dev.broker import LocalBroker, kafka_version, require_tools
+from kstream.config import env_name
+from kstream.dev.broker import BrokerInfo, LocalBroker, kafka_version, require_tools
 from kstream.dev.registry import VERSION as REGISTRY_VERSION
 from kstream.dev.registry import LocalRegistry
+from kstream.dev.security import SECURITY_MODES, SUPER_USER, Security, client_properties, security_files
 from kstream.errors import LocalBrokerError
 
 EXIT_STOPPED = 3
@@ -48,6 +50,7 @@ def broker() -> None:
 
     \b
       kstream dev broker start      # prints the bootstrap address
+      kstream dev broker start --security sasl_ssl   # TLS, SCRAM logins, ACLs enforced
       kstream dev broker logs -f
       kstream dev broker stop
     """
@@ -59,9 +62,19 @@ def broker() -> None:
     type=click.IntRange(1, 65535),
     help="Listen here.  [default: the previous run's port, else 9092, else any free port]",
 )
+@click.option(
+    "--security",
+    type=click.Choice(SECURITY_MODES),
+    help="plaintext, or sasl_ssl: TLS from a throwaway CA, SCRAM-SHA-512 logins, ACLs enforced, "
+    "a super user 'admin'. Changing it formats a new cluster (topics are lost).  [default: the previous run's, else plaintext]",
+)
 @_workdir_option
-def start(port: int | None, workdir: Path) -> None:
+def start(port: int | None, security: Security | None, workdir: Path) -> None:
     """Start the broker and print its bootstrap address, or report the one already running.
+
+    With --security sasl_ssl it also prints the client settings of its super user (the
+    password is in a file, never printed): pass --config with the settings file shown, or set
+    the environment variables shown.
 
     Exits 0 in both cases, 1 with a one-line reason when it cannot start (then see `logs`).
     """
@@ -70,13 +83,24 @@ def start(port: int | None, workdir: Path) -> None:
         if not local.libs_cache.is_dir():
             require_tools()  # before the notice, so a missing tool is the only line printed
             click.echo("fetching Kafka jars with Maven (first run only)...", err=True)
-        info, started = local.start(port=port)
+        info, started = local.start(port=port, security=security)
     except LocalBrokerError as e:
         raise click.ClickException(str(e)) from None
     if started:
         click.echo(f"kafka {kafka_version()} running at {info.bootstrap} (pid {info.pid})")
     else:
         click.echo(f"already running at {info.bootstrap} (pid {info.pid})")
+    if info.security != "plaintext":
+        _print_client_settings(info)
+
+
+def _print_client_settings(info: BrokerInfo) -> None:
+    click.echo(f"security: SASL_SSL, SCRAM-SHA-512, ACLs enforced; super user {SUPER_USER!r}")
+    click.echo(f"client settings (super user): kstream --config {info.client_config} ...")
+    click.echo("or in the environment:")
+    click.echo(f"  export KSTREAM_BOOTSTRAP_SERVERS={info.bootstrap}")
+    for name, value in client_properties(security_files(info.workdir)).items():
+        click.echo(f"  export {env_name(name)}={value}")
 
 
 @broker.command(short_help="Stop the broker; its topics are kept.")
@@ -103,6 +127,8 @@ def status(ctx: click.Context, workdir: Path) -> None:
         click.echo("stopped")
         ctx.exit(EXIT_STOPPED)
     click.echo(f"running at {info.bootstrap} (pid {info.pid})")
+    if info.security != "plaintext":
+        _print_client_settings(info)
 
 
 @broker.command(short_help="Print the broker's log.")

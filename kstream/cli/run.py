@@ -66,7 +66,7 @@ def run(options: Options, app: str, nodes: tuple[str, ...], log_level: str, log_
     # One line within 10 s when the cluster cannot be reached or an input is missing, rather
     # than workers that idle: the outage handling of running workers starts once they ran.
     inputs = [topology.get(n).input_topic(settings.namespace) for n in names]
-    found = admin(settings, timeout=10.0).topics(inputs)
+    found = admin(settings, timeout=10.0).existing(inputs)
     missing = [t for t in inputs if t not in found]
     if missing:
         raise NotFound(f"topic {missing[0]} does not exist (kstream topics apply {app} creates it)")

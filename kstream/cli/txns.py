@@ -16,7 +16,7 @@ def _tool(options: Options) -> TransactionsTool:
 
     settings = options.settings()
     libs = LocalBroker(BROKER_DIR).resolve()  # the jars only: no broker is started
-    return TransactionsTool(settings.bootstrap_servers, settings.kafka, libs=libs)
+    return TransactionsTool(settings.bootstrap_servers, settings.client_properties(), libs=libs)
 
 
 @click.group()

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
+from kstream.dev.security import Security, ensure_material, format_arguments, security_files, server_properties, write_client_config
 from kstream.errors import LocalBrokerError
 
 # Main classes of Kafka's command-line tools, checked in the 4.3.1 jars (kafka-tools-4.3.1.jar).
@@ -115,6 +116,9 @@ class BrokerInfo:
     bootstrap: str
     controller_port: int
     workdir: Path
+    security: Security = "plaintext"
+    client_config: Path | None = None
+    """For a secured broker: a kstream settings file (``--config``) for its super user."""
 
 
 class _State(TypedDict, total=False):
@@ -123,6 +127,7 @@ class _State(TypedDict, total=False):
     controller_port: int
     cluster_id: str
     version: str
+    security: Security
 
 
 def kafka_version() -> str:
@@ -188,18 +193,28 @@ class LocalBroker:
             return None
         if not _accepts(int(bootstrap.rpartition(":")[2])):
             return None
-        return BrokerInfo(pid, bootstrap, state.get("controller_port", 0), self.workdir)
+        return self._info(pid, bootstrap, state.get("controller_port", 0), state.get("security", "plaintext"))
 
-    def start(self, *, port: int | None = None, timeout: float = 90.0) -> tuple[BrokerInfo, bool]:
+    def _info(self, pid: int, bootstrap: str, controller_port: int, security: Security) -> BrokerInfo:
+        client = security_files(self.workdir).client_config if security != "plaintext" else None
+        return BrokerInfo(pid, bootstrap, controller_port, self.workdir, security, client)
+
+    def start(self, *, port: int | None = None, timeout: float = 90.0,
+              security: Security | None = None) -> tuple[BrokerInfo, bool]:
         """Start the broker unless it runs; return it and whether this call started it.
 
         ``port`` None means the previous run's port, else 9092, else any free port, each only
         if free. Topics survive a restart: the data dir is formatted only on first use (or when
         it belongs to another cluster). ``timeout`` covers format and startup, not Maven.
+        ``security`` None means the previous run's mode, else plaintext; ``"sasl_ssl"`` is
+        :mod:`kstream.dev.security`. Changing the mode formats a new cluster (topics are lost):
+        only a fresh data dir gets the super user's credentials.
         """
         with self._locked():
             running = self.status()
             if running is not None:
+                if security is not None and running.security != security:
+                    raise LocalBrokerError(f"the broker runs with security {running.security}: stop it to change that")
                 return running, False
             libs = self.resolve()
             require_tools(maven=False)
@@ -219,18 +234,29 @@ class LocalBroker:
             self.workdir.mkdir(parents=True, exist_ok=True)
             data = self.workdir.resolve() / "data"
             props = self._properties_path
-            props.write_text(_SERVER_PROPERTIES.format(port=port, controller_port=controller_port, data_dir=data))
+            mode: Security = security or state.get("security", "plaintext")
+            text = _SERVER_PROPERTIES.format(port=port, controller_port=controller_port, data_dir=data)
+            format_args: list[str] = []
+            if mode != "plaintext":
+                files = security_files(self.workdir)
+                ensure_material(files)
+                text += server_properties(files, port=port, controller_port=controller_port)
+                format_args = format_arguments(files)
+            props.touch(mode=0o600)
+            props.chmod(0o600)  # the secured mode writes passwords into it
+            props.write_text(text)
             self.log_path.write_bytes(b"")  # each run starts a fresh log: readiness reads it
             cluster_id = state.get("cluster_id")
-            if cluster_id is None or _formatted_cluster_id(data) != cluster_id:
+            same_mode = state.get("security", "plaintext") == mode
+            if cluster_id is None or _formatted_cluster_id(data) != cluster_id or not same_mode:
                 shutil.rmtree(data, ignore_errors=True)
                 cluster_id = _new_cluster_id()
-                self._format(libs, cluster_id, deadline)
+                self._format(libs, cluster_id, deadline, *format_args)
             pid = self._spawn(libs)
             bootstrap = f"127.0.0.1:{port}"
             self._write_state(
                 {"pid": pid, "bootstrap": bootstrap, "controller_port": controller_port,
-                 "cluster_id": cluster_id, "version": kafka_version()}
+                 "cluster_id": cluster_id, "version": kafka_version(), "security": mode}
             )  # fmt: skip
             try:
                 self._wait_ready(pid, port, deadline, timeout)
@@ -238,7 +264,9 @@ class LocalBroker:
                 _terminate(pid, timeout=0.0)
                 self._write_state({**self._read_state(), "pid": None})
                 raise
-            return BrokerInfo(pid, bootstrap, controller_port, self.workdir), True
+            if mode != "plaintext":
+                write_client_config(security_files(self.workdir), bootstrap)
+            return self._info(pid, bootstrap, controller_port, mode), True
 
     def stop(self, *, timeout: float = 30.0) -> bool:
         """SIGTERM the broker (SIGKILL after ``timeout``); False if it was not running."""
@@ -267,9 +295,9 @@ class LocalBroker:
         cmdline = _cmdline(pid)
         return SERVER_MAIN in cmdline and str(self._properties_path.resolve()) in cmdline
 
-    def _format(self, libs: Path, cluster_id: str, deadline: float) -> None:
+    def _format(self, libs: Path, cluster_id: str, deadline: float, *extra: str) -> None:
         argv = [*_java(libs, *_BROKER_HEAP), STORAGE_TOOL, "format", "-t", cluster_id,
-                "-c", str(self._properties_path.resolve()), "--standalone"]  # fmt: skip
+                "-c", str(self._properties_path.resolve()), "--standalone", *extra]  # fmt: skip
         left = max(deadline - time.monotonic(), 1.0)
         with self.log_path.open("ab") as log:
             try:

@@ -11,18 +11,24 @@ Client defaults chosen here (any can be overridden through ``Settings.kafka``):
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import functools
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import confluent_kafka
 from confluent_kafka import IsolationLevel, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as CkTopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
@@ -30,11 +36,14 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ConfigSource,
     NewPartitions,
     OffsetSpec,
+    ResourcePatternType,
+    ResourceType,
 )
 from confluent_kafka.admin import NewTopic as CkNewTopic  # type: ignore[attr-defined]
 
-from kstream.errors import BrokerError, BrokerUnavailable, TransactionInDoubt
-from kstream.kafka.port import GroupLag, NewTopic, PartitionEnds, RebalanceCallback, TopicPartition, TopicState
+from kstream.errors import AccessDenied, BrokerError, BrokerUnavailable, ConfigError, TransactionInDoubt
+from kstream.kafka.port import AclKey, GroupLag, NewTopic, PartitionEnds, RebalanceCallback, TopicPartition, TopicState
+from kstream.naming import READER_GROUP_PREFIX
 from kstream.types import HeaderList, Record
 
 CONSUMER_DEFAULTS: dict[str, str] = {
@@ -69,11 +78,40 @@ _RETRYABLE = {
 }
 
 
-def broker_error(exc: KafkaException | KafkaError, what: str) -> BrokerError:
-    """Map a librdkafka error to kstream's tree (one table, :data:`_RETRYABLE`)."""
+# Errors no reconnect fixes (wrong credentials, a broker certificate not trusted): librdkafka
+# reports them as non-fatal events and reconnects forever; kstream stops with the reason.
+_LOGIN_FAILED = {KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED}
+# A missing ACL, by the resource type it is about (kstream acls plan lists the rights a node needs).
+_DENIED = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "TOPIC",
+    KafkaError.GROUP_AUTHORIZATION_FAILED: "GROUP",
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: "TRANSACTIONAL_ID",
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: "CLUSTER",
+}
+_ACL_HINT = "grant it (kstream acls plan APP lists what each node needs)"
+
+
+def _principal(conf: Mapping[str, Any]) -> str:
+    user = conf.get("sasl.username")
+    return f"User:{user}" if user else "this client"
+
+
+def not_authorized(principal: str, operation: str, resource_type: str, name: str, err: KafkaError) -> AccessDenied:
+    """The error of a missing ACL, naming the right: ``User:x may not READ GROUP g``."""
+    return AccessDenied(f"not authorized: {principal} may not {operation} {resource_type} {name} ({err.str()}); {_ACL_HINT}",
+                       code=err.name())
+
+
+def broker_error(exc: KafkaException | KafkaError, what: str, right: tuple[str, str, str, str] | None = None) -> BrokerError:
+    """Map a librdkafka error to kstream's tree (one table, :data:`_RETRYABLE`). ``right``
+    (principal, operation, resource type, name) is what the call needed, named if it was denied."""
     err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else exc
     if not isinstance(err, KafkaError):
         return BrokerError(f"{what}: {exc}")
+    if err.code() in _DENIED and right is not None:
+        return not_authorized(*right, err=err)
+    if err.code() in _DENIED:
+        return AccessDenied(f"{what}: not authorized ({err.str()}); {_ACL_HINT}", code=err.name())
     if err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT):
         return BrokerUnavailable(f"{what}: {err.str()}")
     return BrokerError(f"{what}: {err.str()}", code=err.name(), retryable=err.code() in _RETRYABLE)
@@ -84,39 +122,21 @@ _EVENTS_LOG = logging.getLogger("kstream.kafka")
 _NUMBERS = re.compile(r"\d+")
 
 
-class _ClientLog:
-    """librdkafka's own log lines of one client, forwarded to the ``kstream.librdkafka`` logger,
-    each distinct line (numbers aside) at most once per ``every`` seconds: a broker that is down
-    for a minute otherwise logs a reconnect failure per broker thread every few hundred ms."""
-
-    def __init__(self, every: float = 60.0) -> None:
-        self._every = every
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def log(self, level: int, msg: str, *args: object) -> None:
-        text = msg % args if args else msg
-        key = _NUMBERS.sub("#", text)
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(key, -self._every) < self._every:
-                return
-            if len(self._last) > 1000:
-                self._last.clear()
-            self._last[key] = now
-        _LIBRDKAFKA_LOG.log(level, "%s", text)
-
-
 class _ErrorEvents:
     """A client's error events (``error_cb``), logged once per change of state: each kind of
     error once until the client works again (:meth:`ok`), which is logged too."""
 
-    def __init__(self, client_id: str) -> None:
+    def __init__(self, client_id: str, watch: _LoginWatch | None = None) -> None:
         self.client = client_id
+        self._watch = watch
         self._seen: set[int] = set()
         self._lock = threading.Lock()
 
     def __call__(self, err: KafkaError) -> None:
+        if self._watch is not None:
+            self._watch.on_error(err)
+        if _login_failed(err) is not None:
+            return  # the client stops with it: that is its one error line
         with self._lock:
             if err.code() in self._seen and not err.fatal():
                 return
@@ -130,21 +150,121 @@ class _ErrorEvents:
             _EVENTS_LOG.info("%s: working again", self.client)
 
 
-def _config(base: Mapping[str, str], settings: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, Any]:
+class _LibrdkafkaLog:
+    """librdkafka's log lines of one client, to Python logging; less those of failed logins,
+    which come as error events too and stop the client with that same text as its one error
+    line. Keeps the topics a transaction was denied: only this log line names them.
+
+    Each distinct line (numbers aside) is logged at most once per ``every`` seconds: a broker
+    that is down for a minute otherwise logs a reconnect failure per broker thread every few
+    hundred milliseconds."""
+
+    _LOGIN_FAILED = ("SASL authentication error", "SSL handshake failed", "certificate verify failed",
+                     "in state SSL_HANDSHAKE)", "in state AUTH_REQ)")
+    _TXN_DENIED = re.compile(r'Failed to add partition "([^"]+)" \[\d+\] to transaction: Broker: Topic authorization failed')
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.denied_topics: list[str] = []
+        self._every = every
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        text = msg % args if args else msg
+        if (denied := self._TXN_DENIED.search(text)) and denied[1] not in self.denied_topics:
+            self.denied_topics.append(denied[1])
+        if any(part in text for part in self._LOGIN_FAILED):
+            return
+        key = _NUMBERS.sub("#", text)
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -self._every) < self._every:
+                return
+            if len(self._last) > 1000:
+                self._last.clear()
+            self._last[key] = now
+        _LIBRDKAFKA_LOG.log(level, "%s", text)
+
+
+def _login_failed(err: KafkaError) -> AccessDenied | None:
+    """The error of a failed login (:data:`_LOGIN_FAILED`), or None for any other event."""
+    # Of TLS errors only an untrusted certificate: others (a reset mid-handshake) may pass.
+    if err.code() not in _LOGIN_FAILED or (err.code() == KafkaError._SSL and "certificate verify failed" not in err.str()):
+        return None
+    what = "TLS handshake failed" if err.code() == KafkaError._SSL else "authentication failed"
+    return AccessDenied(f"{what}: {err.str()}", code=err.name())
+
+
+class _LoginWatch:
+    """Keeps the first error event that no reconnect fixes (:data:`_LOGIN_FAILED`) of a client,
+    for the calls that wait on it to raise at once instead of timing out. Thread-safe: librdkafka
+    calls ``on_error`` from whichever thread serves it."""
+
+    def __init__(self) -> None:
+        self._failed: AccessDenied | None = None
+
+    def on_error(self, err: KafkaError) -> None:
+        if self._failed is None:
+            self._failed = _login_failed(err)
+
+    def check(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+
+
+def _config(base: Mapping[str, str], settings: Mapping[str, str], extra: Mapping[str, str],
+            watch: _LoginWatch | None = None) -> dict[str, Any]:
     # librdkafka's own log lines go to Python logging, not straight to stderr.
-    conf: dict[str, Any] = {**base, **settings, **extra, "logger": _ClientLog()}
+    conf: dict[str, Any] = {**base, **settings, **extra, "logger": _LibrdkafkaLog()}
+    if watch is not None:
+        conf["error_cb"] = watch.on_error
     if conf.get("group.protocol") == "consumer":
         for name in _CLASSIC_ONLY:
             conf.pop(name, None)
     return conf
 
 
-def _error_event(err: KafkaError | None) -> bool:
-    """True for an error event (dropped: librdkafka retries transient errors); raises on fatal ones."""
+_C = TypeVar("_C")
+
+
+def _client(kind: Callable[[dict[str, Any]], _C], conf: dict[str, Any]) -> _C:
+    """A librdkafka client; settings it rejects are one :class:`ConfigError` line, not a traceback."""
+    try:
+        return kind(conf)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        raise ConfigError(f"invalid Kafka client settings: {err.str() if isinstance(err, KafkaError) else exc}") from None
+
+
+def _list_topics(client: Any, watch: _LoginWatch, topic: str | None, deadline: float) -> Any:
+    """Metadata from an admin client or consumer, None if no broker answered by ``deadline``.
+    Asked in short slices, serving callbacks in between, so that a failed login fails at once."""
+    while True:
+        try:
+            return client.list_topics(topic, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+        except KafkaException:
+            client.poll(0)  # serves error_cb
+            watch.check()
+            if time.monotonic() >= deadline:
+                return None
+
+
+def _error_event(err: KafkaError | None, principal: str = "this client", read: Sequence[str] = (),
+                 group: str | None = None, topic: str | None = None) -> bool:
+    """True for an error event (dropped: librdkafka retries transient errors); raises on fatal
+    ones, failed logins and denied rights (``read`` topics and ``group`` name what was needed)."""
     if err is None:
         return False
-    if err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+    code = err.code()
+    if code == KafkaError.GROUP_AUTHORIZATION_FAILED and group is not None:
+        raise not_authorized(principal, "READ", "GROUP", group, err)
+    if code == KafkaError.TOPIC_AUTHORIZATION_FAILED and (topic or read):
+        raise not_authorized(principal, "READ", "TOPIC", topic or " or ".join(read), err)
+    if err.fatal() or code == KafkaError.UNKNOWN_TOPIC_OR_PART or code in _DENIED:
         raise broker_error(err, "consumer failed")
+    failed = _login_failed(err)
+    if failed is not None:
+        raise failed
     return True
 
 
@@ -152,12 +272,16 @@ class KafkaConsumer:
     """:class:`kstream.kafka.port.Consumer` on ``confluent_kafka.Consumer``."""
 
     def __init__(self, bootstrap: str, group: str, kafka: Mapping[str, str], **extra: str) -> None:
-        conf = _config(CONSUMER_DEFAULTS, kafka, {"bootstrap.servers": bootstrap, "group.id": group, **extra})
-        self.events = _ErrorEvents(str(conf.get("client.id") or group))
+        self._watch = _LoginWatch()
+        conf = _config(CONSUMER_DEFAULTS, kafka, {"bootstrap.servers": bootstrap, "group.id": group, **extra}, self._watch)
+        self._principal = _principal(conf)
+        self._group = group
+        self._topics: list[str] = []
+        self.events = _ErrorEvents(str(conf.get("client.id") or group), self._watch)
         conf["error_cb"] = self.events
         conf["on_commit"] = self._on_commit
         self._failed_commits: list[TopicPartition] = []
-        self._consumer = confluent_kafka.Consumer(conf)
+        self._consumer = _client(confluent_kafka.Consumer, conf)
 
     def _on_commit(self, err: KafkaError | None, parts: list[CkTopicPartition]) -> None:
         # Served inside consume(), on the polling thread.
@@ -193,12 +317,14 @@ class KafkaConsumer:
         def lost(_: object, parts: list[CkTopicPartition]) -> None:
             (on_lost or on_revoke)([TopicPartition(p.topic, p.partition) for p in parts])
 
+        self._topics = list(topics)
         self._consumer.subscribe(list(topics), on_assign=assigned, on_revoke=revoked, on_lost=lost)
 
     def consume(self, max_messages: int, timeout: float) -> list[Record]:
         # librdkafka's batch consume waits the whole timeout unless the batch fills up: take
         # what is there without waiting, and only when nothing is, wait for the first message.
         messages: list[Any] = self._consumer.consume(max_messages, 0)
+        self._watch.check()
         if not messages:
             first = self._consumer.poll(timeout)
             if first is None:
@@ -206,9 +332,13 @@ class KafkaConsumer:
             messages = [first, *self._consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
         for m in messages:
             if m.error() is not None:
-                return [x for x in messages if not _error_event(x.error())]
+                return [x for x in messages if not self._error_event(x)]
         self.events.ok()
         return cast(list[Record], messages)
+
+    def _error_event(self, message: Any) -> bool:
+        topic = message.topic() if message.error().code() == KafkaError.TOPIC_AUTHORIZATION_FAILED else None
+        return _error_event(message.error(), self._principal, self._topics, self._group, topic)
 
     def pause(self, partitions: Sequence[TopicPartition]) -> None:
         self._consumer.pause([CkTopicPartition(t, p) for t, p, _ in partitions])
@@ -252,24 +382,37 @@ class KafkaProducer:
         self._errors: list[str] = []
         self._lock = threading.Lock()
         conf = _config(PRODUCER_DEFAULTS, kafka, {"bootstrap.servers": bootstrap, **extra})
+        self._principal = _principal(conf)
+        self._log: _LibrdkafkaLog = conf["logger"]
+        self._transactional_id: str | None = conf.get("transactional.id")
         # Python-level option (a bool, not a librdkafka string): reports only for failures.
         conf["delivery.report.only.error"] = str(conf.get("delivery.report.only.error", "true")).lower() == "true"
         conf["on_delivery"] = self._on_delivery
         conf["error_cb"] = self._on_error
         self._events = _ErrorEvents(str(conf.get("client.id") or conf.get("transactional.id") or "producer"))
-        self._producer = confluent_kafka.Producer(conf)
+        self._producer = _client(confluent_kafka.Producer, conf)
         self._produce = self._producer.produce
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
+            if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                text = str(not_authorized(self._principal, "WRITE", "TOPIC", msg.topic(), err))
+            else:
+                text = f"delivery to {msg.topic()} failed: {err.str()}"
             with self._lock:
-                self._errors.append(f"delivery to {msg.topic()} failed: {err.str()}")
+                self._errors.append(text)
 
     def _on_error(self, err: KafkaError) -> None:
         self._events(err)
-        if err.fatal():
-            with self._lock:
-                self._errors.append(f"producer failed: {err.str()}")
+        if err.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED and self._transactional_id:
+            text = str(not_authorized(self._principal, "WRITE", "TRANSACTIONAL_ID", self._transactional_id, err))
+        elif err.fatal() or err.code() in _LOGIN_FAILED:
+            text = f"producer failed: {err.str()}"
+        else:
+            return
+        with self._lock:
+            if text not in self._errors:
+                self._errors.append(text)
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: HeaderList | None) -> None:
         try:
@@ -284,7 +427,7 @@ class KafkaProducer:
                 except BufferError:
                     continue
         except KafkaException as exc:
-            raise broker_error(exc, f"produce to {topic} failed") from None
+            raise broker_error(exc, f"produce to {topic} failed", (self._principal, "WRITE", "TOPIC", topic)) from None
 
     def poll(self, timeout: float) -> None:
         self._producer.poll(timeout)
@@ -336,7 +479,8 @@ class _TransactionalProducer(KafkaProducer):
         try:
             self._producer.init_transactions(max(1.0, deadline - time.monotonic()))
         except KafkaException as exc:
-            raise broker_error(exc, "initialising transactions failed") from None
+            right = (self._principal, "WRITE", "TRANSACTIONAL_ID", self._transactional_id or "")
+            raise broker_error(exc, "initialising transactions failed", right) from None
 
     def _wait_for_leaders(self, deadline: float) -> None:
         wanted = set(self._topics)
@@ -398,10 +542,19 @@ class _TransactionalProducer(KafkaProducer):
                     raise
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
-            if not isinstance(err, KafkaError) or err.fatal():
-                raise broker_error(exc, "committing the transaction failed") from None
+            if not isinstance(err, KafkaError) or err.fatal() or err.code() in _DENIED:
+                right = None
+                if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED and self._log.denied_topics:
+                    right = (self._principal, "WRITE", "TOPIC", " and ".join(self._log.denied_topics))
+                if isinstance(err, KafkaError) and err.txn_requires_abort() and self.abort_on_failure:
+                    # Failing that too (an invalid state) must not hide why the commit failed; the
+                    # broker aborts the transaction when it times out.
+                    with contextlib.suppress(BrokerError):
+                        self.abort(timeout)
+                raise broker_error(exc, "committing the transaction failed", right) from None
             if err.txn_requires_abort() and self.abort_on_failure:
-                self.abort(timeout)
+                with contextlib.suppress(BrokerError):
+                    self.abort(timeout)
                 failed = broker_error(exc, "committing the transaction failed (aborted)")
                 failed.retryable = True
                 raise failed from None
@@ -468,16 +621,18 @@ class KafkaAdmin:
         self._bootstrap = bootstrap
         self._timeout = timeout
         self._kafka = dict(kafka)
-        self._admin = AdminClient({**kafka, "bootstrap.servers": bootstrap, "logger": cast(Any, _LIBRDKAFKA_LOG)})
+        self._watch = _LoginWatch()
+        self._admin = _client(AdminClient, _config({}, kafka, {"bootstrap.servers": bootstrap}, self._watch))
+        self._principal = _principal(kafka)
 
-    def _unavailable(self) -> BrokerUnavailable:
-        return BrokerUnavailable(f"no Kafka broker answered at {self._bootstrap} within {self._timeout:g} s")
+    def _metadata(self, topic: str | None = None) -> Any:
+        meta = _list_topics(self._admin, self._watch, topic, time.monotonic() + self._timeout)
+        if meta is None:
+            raise BrokerUnavailable(f"no Kafka broker answered at {self._bootstrap} within {self._timeout:g} s")
+        return meta
 
     def topics(self, names: Sequence[str] | None = None) -> dict[str, TopicState]:
-        try:
-            meta = self._admin.list_topics(timeout=self._timeout)
-        except KafkaException:
-            raise self._unavailable() from None
+        meta = self._metadata()
         wanted = set(names) if names is not None else None
         found = {
             name: t for name, t in meta.topics.items()
@@ -490,7 +645,7 @@ class KafkaAdmin:
         result = {}
         for res, fut in futures.items():
             try:
-                entries = fut.result(timeout=self._timeout)
+                entries = self._result(fut)
             except KafkaException as exc:
                 raise broker_error(exc, f"describe {res.name} failed") from None
             config = {
@@ -501,6 +656,58 @@ class KafkaAdmin:
             rf = len(next(iter(t.partitions.values())).replicas) if t.partitions else 0
             result[res.name] = TopicState(res.name, len(t.partitions), rf, config)
         return result
+
+    def _result(self, future: Any) -> Any:
+        """A request's result; waited for in short slices so that a failed login fails at once."""
+        deadline = time.monotonic() + self._timeout + 5
+        while True:
+            try:
+                return future.result(timeout=0.5)
+            except concurrent.futures.TimeoutError:
+                self._check_login()
+                if time.monotonic() >= deadline:
+                    raise BrokerUnavailable(f"no Kafka broker answered at {self._bootstrap} within {self._timeout:g} s") from None
+
+    def _check_login(self) -> None:
+        self._admin.poll(0)  # serves error_cb
+        self._watch.check()
+
+    def exists(self, topic: str, *, needed: str = "DESCRIBE") -> bool:
+        """Whether ``topic`` exists, from metadata alone: a client may see every topic it may
+        read or write (READ and WRITE imply DESCRIBE), but not their configs. Raises
+        :class:`AccessDenied` naming the ``needed`` operation when the topic is hidden from it."""
+        tmeta = self._metadata(topic).topics.get(topic)
+        if tmeta is not None and tmeta.error is not None and tmeta.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            raise not_authorized(self._principal, needed, "TOPIC", topic, tmeta.error)
+        return tmeta is not None and tmeta.error is None
+
+    def create_acls(self, acls: Sequence[AclKey]) -> None:
+        """Create ALLOW-from-any-host bindings (creating one that exists changes nothing), and
+        return once the broker lists them: it enforces them from then on (they reach it from
+        the controller a moment after the call succeeded)."""
+        if not acls:
+            return
+        self._wait(self._admin.create_acls([_binding(a) for a in acls], request_timeout=self._timeout), "create ACL")
+        deadline = time.monotonic() + self._timeout
+        while not set(acls) <= set(self.acls()):
+            if time.monotonic() > deadline:
+                raise BrokerError(f"ACLs were created but the broker did not list them within {self._timeout:g} s")
+            time.sleep(0.1)
+
+    def delete_acls(self, acls: Sequence[AclKey]) -> None:
+        if acls:
+            self._wait(self._admin.delete_acls([_binding(a, AclBindingFilter) for a in acls], request_timeout=self._timeout),
+                       "delete ACL")
+
+    def acls(self, principal: str | None = None) -> list[AclKey]:
+        """The ALLOW bindings of ``principal`` (or of everyone) on topics, groups and transactional ids."""
+        wanted = cast(Any, AclBindingFilter)(ResourceType.ANY, None, ResourcePatternType.ANY, principal, None,
+                                  AclOperation.ANY, AclPermissionType.ALLOW)
+        try:
+            found = self._result(self._admin.describe_acls(wanted, request_timeout=self._timeout))
+        except KafkaException as exc:
+            raise broker_error(exc, "listing ACLs failed", (self._principal, "DESCRIBE", "CLUSTER", "kafka-cluster")) from None
+        return [(b.principal, b.restype.name, b.name, b.resource_pattern_type.name, b.operation.name) for b in found]
 
     def create_topics(self, topics: Sequence[NewTopic]) -> None:
         if not topics:
@@ -535,7 +742,7 @@ class KafkaAdmin:
     def _wait(self, futures: Mapping[Any, Any], what: str, ok: set[int] | None = None) -> None:
         for name, fut in futures.items():
             try:
-                fut.result(timeout=self._timeout + 5)
+                self._result(fut)
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
                 if isinstance(err, KafkaError) and ok and err.code() in ok:
@@ -543,15 +750,12 @@ class KafkaAdmin:
                 raise broker_error(exc, f"{what} {getattr(name, 'name', name)} failed") from None
 
     def lag(self, group: str, topic: str) -> list[GroupLag]:
-        try:
-            meta = self._admin.list_topics(topic, timeout=self._timeout)
-        except KafkaException:
-            raise self._unavailable() from None
+        meta = self._metadata(topic)
         tmeta = meta.topics.get(topic)
         if tmeta is None or tmeta.error is not None:
             return []
-        consumer = confluent_kafka.Consumer({**self._kafka, "bootstrap.servers": self._bootstrap, "group.id": group,
-                                             "enable.auto.commit": "false", "logger": _LIBRDKAFKA_LOG})
+        consumer = _client(confluent_kafka.Consumer, {**self._kafka, "bootstrap.servers": self._bootstrap, "group.id": group,
+                                                      "enable.auto.commit": "false", "logger": _LibrdkafkaLog()})
         try:
             parts = [CkTopicPartition(topic, p) for p in sorted(tmeta.partitions)]
             committed = consumer.committed(parts, timeout=self._timeout)
@@ -565,19 +769,17 @@ class KafkaAdmin:
         finally:
             consumer.close()
 
-
     def broker_ids(self) -> list[int]:
-        try:
-            return sorted(self._admin.list_topics(timeout=self._timeout).brokers)
-        except KafkaException:
-            raise self._unavailable() from None
+        return sorted(self._metadata().brokers)
+
+    def existing(self, names: Sequence[str]) -> set[str]:
+        """Those of ``names`` the cluster has (metadata only: needs no DESCRIBE_CONFIGS right)."""
+        meta = self._metadata()
+        return {n for n in names if n in meta.topics and meta.topics[n].error is None}
 
     def stable_offsets(self, topics: Sequence[str]) -> list[PartitionEnds]:
         """Last stable offset and high watermark of every partition of ``topics`` (those that exist)."""
-        try:
-            meta = self._admin.list_topics(timeout=self._timeout)
-        except KafkaException:
-            raise self._unavailable() from None
+        meta = self._metadata()
         parts = [CkTopicPartition(t, p) for t in topics if t in meta.topics and meta.topics[t].error is None
                  for p in sorted(meta.topics[t].partitions)]
         if not parts:
@@ -596,9 +798,9 @@ class KafkaAdmin:
 
     def timestamp_at(self, topic: str, partition: int, offset: int) -> int | None:
         """The timestamp (ms) of the record at ``offset``, read uncommitted; None if there is none."""
-        consumer = confluent_kafka.Consumer({**self._kafka, "bootstrap.servers": self._bootstrap,
-                                             "group.id": f"kstream-probe-{time.time_ns()}", "enable.auto.commit": "false",
-                                             "isolation.level": "read_uncommitted", "logger": cast(Any, _LIBRDKAFKA_LOG)})
+        consumer = _client(confluent_kafka.Consumer, {
+            **self._kafka, "bootstrap.servers": self._bootstrap, "group.id": f"{READER_GROUP_PREFIX}{time.time_ns()}",
+            "enable.auto.commit": "false", "isolation.level": "read_uncommitted", "logger": _LibrdkafkaLog()})
         try:
             consumer.assign([CkTopicPartition(topic, partition, offset)])
             deadline = time.monotonic() + self._timeout
@@ -623,17 +825,22 @@ class KafkaTopicReader:
         self._kafka = dict(kafka)
 
     def read_compacted(self, topic: str, timeout: float) -> list[Record]:
+        watch = _LoginWatch()
         conf = _config({}, self._kafka, {
-            "bootstrap.servers": self._bootstrap, "group.id": f"kstream-reader-{time.time_ns()}",
+            "bootstrap.servers": self._bootstrap, "group.id": f"{READER_GROUP_PREFIX}{time.time_ns()}",
             "enable.auto.commit": "false", "enable.partition.eof": "true",
             "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-        })
+        }, watch)
         conf.pop("group.protocol", None)
-        consumer = confluent_kafka.Consumer(conf)
+        consumer = _client(confluent_kafka.Consumer, conf)
         deadline = time.monotonic() + timeout
         try:
-            meta = consumer.list_topics(topic, timeout=timeout)
+            meta = _list_topics(consumer, watch, topic, deadline)
+            if meta is None:
+                raise BrokerUnavailable(f"no Kafka broker answered at {self._bootstrap} within {timeout:g} s")
             tmeta = meta.topics.get(topic)
+            if tmeta is not None and tmeta.error is not None and tmeta.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                raise not_authorized(_principal(conf), "READ", "TOPIC", topic, tmeta.error)
             if tmeta is None or tmeta.error is not None or not tmeta.partitions:
                 return []
             pending = {p for p in sorted(tmeta.partitions) if self._has_records(consumer, topic, p, deadline)}
@@ -651,7 +858,7 @@ class KafkaTopicReader:
                     elif err.code() == KafkaError._PARTITION_EOF:
                         pending.discard(m.partition())
                     else:
-                        _error_event(err)
+                        _error_event(err, _principal(conf), [topic], f"{READER_GROUP_PREFIX}* (prefixed)")
             return out
         except KafkaException as exc:
             raise broker_error(exc, f"reading {topic} failed") from None
@@ -706,3 +913,9 @@ class KafkaAckProducer(KafkaProducer):
             on_ack(f"delivery to {topic} failed: the producer's queue is full")
         except KafkaException as exc:
             on_ack(str(broker_error(exc, f"produce to {topic} failed")))
+
+
+def _binding(acl: AclKey, kind: Any = AclBinding) -> Any:
+    principal, resource_type, name, pattern, operation = acl
+    return kind(ResourceType[resource_type], name, ResourcePatternType[pattern], principal, "*",
+                AclOperation[operation], AclPermissionType.ALLOW)

@@ -144,6 +144,11 @@ class GroupLag:
     end: int
 
 
+AclKey = tuple[str, str, str, str, str]
+"""An ALLOW-from-any-host ACL binding: principal, resource type (``TOPIC``, ``GROUP``,
+``TRANSACTIONAL_ID``), resource name, pattern type (``LITERAL``, ``PREFIXED``), operation."""
+
+
 class Admin(Protocol):
     """Cluster metadata and topic management. Each call blocks up to its timeout and raises
     :class:`kstream.errors.BrokerUnavailable` when no broker answers."""

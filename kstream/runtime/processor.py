@@ -22,7 +22,7 @@ from kstream import headers as hdr
 from kstream.batch import BatchRunner
 from kstream.codecs import encode, encode_key
 from kstream.context import Context, Emit, Raw
-from kstream.errors import DecodeError, Permanent, RateLimited
+from kstream.errors import AccessDenied, DecodeError, Permanent, RateLimited
 from kstream.kafka.port import Producer
 from kstream.limits import Limiter
 from kstream.metrics import HISTOGRAM_EVERY, NodeStats
@@ -152,6 +152,8 @@ class NodeProcessor:
             if failure is None:
                 try:
                     planned, traceparent = self._attempt(msg, env, env.attempt + len(history))
+                except AccessDenied:
+                    raise  # the node's own rights (e.g. of its rate limiter) are missing: stop, not trash
                 except Exception as exc:  # noqa: BLE001  (every failure is the message's, not ours)
                     failure = exc
                 else:
@@ -243,6 +245,8 @@ class NodeProcessor:
                 else:
                     with self._tracing.span(self.origin, msg, attempt, env.replay_of) as traceparent:
                         planned = await self._call_async(msg, env, attempt)
+            except AccessDenied:
+                raise  # the node's own rights are missing: stop, not trash
             except Exception as exc:  # noqa: BLE001
                 outcome = self._failed(msg, env, exc, history)
                 if isinstance(outcome, bool):

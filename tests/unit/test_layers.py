@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "kstream.graph": 3,
     "kstream.lag": 3,
     "kstream.provision": 3,
+    "kstream.acls": 3,
     "kstream.loader": 3,
     "kstream.batch": 3,
     "kstream.limits": 3,
