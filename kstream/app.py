@@ -16,6 +16,7 @@ from kstream.kafka.confluent import (
     KafkaConsumer,
     KafkaProducer,
     KafkaTopicReader,
+    KafkaTopicTail,
     KafkaTransactionalProducer,
     KafkaWorkerProducer,
 )
@@ -42,10 +43,15 @@ def producer(settings: Settings) -> KafkaProducer:
 
 def limiter(service: str, settings: Settings) -> GlobalRateLimiter:
     """The rate limiter of ``service`` (``settings.limits``), coordinated through Kafka."""
-    def consumer(group: str) -> KafkaConsumer:
-        return KafkaConsumer(settings.bootstrap_servers, group, settings.kafka)
+    def claims_producer() -> KafkaProducer:
+        # No linger: a claim's acknowledgement starts the clock of rule 2 (kstream.shares).
+        return KafkaProducer(settings.bootstrap_servers, settings.kafka, **{"linger.ms": "0"})
 
-    return GlobalRateLimiter(service, settings.limits[service], namespace=settings.namespace, consumer=consumer)
+    def tail(topic: str) -> KafkaTopicTail:
+        return KafkaTopicTail(settings.bootstrap_servers, settings.kafka, topic)
+
+    return GlobalRateLimiter(service, settings.limits[service], namespace=settings.namespace,
+                             producer=claims_producer, tail=tail)
 
 
 def build_worker(topology: Topology, name: str, settings: Settings, stop: threading.Event,
@@ -120,15 +126,17 @@ def run_workers(workers: Sequence[Worker], stop: threading.Event) -> bool:
             log.error("worker %s failed: %s", worker.name, exc)
             stop.set()
 
+    limiters: dict[int, Limiter] = {id(lim): lim for w in workers if (lim := w.processor.limiter) is not None}
+    for lim in limiters.values():
+        lim.start()  # read the others' claims before the first record: it calls sooner
     threads = [threading.Thread(target=target, args=(w,), name=f"kstream-poll-{w.name}") for w in workers]
     for t in threads:
         t.start()
     for t in threads:
         while t.is_alive():
             t.join(0.2)
-    limiters: dict[int, Limiter] = {id(lim): lim for w in workers if (lim := w.processor.limiter) is not None}
     for lim in limiters.values():
-        lim.close()  # leave the limits group: the other processes take the share over
+        lim.close()  # a claim of 0: the other processes take the share over
     if errors:
         raise errors[0]
     return all(w.state is State.STOPPED for w in workers)

@@ -457,6 +457,41 @@ class KafkaTopicReader:
                 time.sleep(0.1)
 
 
+class KafkaTopicTail:
+    """:class:`kstream.kafka.port.TopicTail`: an assigned (group-less) consumer at the end of every partition."""
+
+    def __init__(self, bootstrap: str, kafka: Mapping[str, str], topic: str) -> None:
+        conf = _config({}, kafka, {
+            "bootstrap.servers": bootstrap, "group.id": f"kstream-tail-{time.time_ns()}",
+            "enable.auto.commit": "false", "auto.offset.reset": "latest",
+        })
+        conf.pop("group.protocol", None)
+        self._consumer = confluent_kafka.Consumer(conf)
+        self._topic = topic
+        self._assigned = False
+
+    def read(self, timeout: float) -> list[Record]:
+        try:
+            if not self._assigned:
+                tmeta = self._consumer.list_topics(self._topic, timeout=max(timeout, 5.0)).topics.get(self._topic)
+                if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+                    raise BrokerError(f"topic {self._topic} does not exist", code="UNKNOWN_TOPIC_OR_PART")
+                self._consumer.assign([CkTopicPartition(self._topic, p, confluent_kafka.OFFSET_END)
+                                       for p in sorted(tmeta.partitions)])
+                self._assigned = True
+            # As KafkaConsumer.consume: a batch consume would wait the whole timeout.
+            messages: list[Any] = self._consumer.consume(1000, 0)
+            if not messages:
+                first = self._consumer.poll(timeout)
+                messages = [] if first is None else [first, *self._consumer.consume(999, 0)]
+        except KafkaException as exc:
+            raise broker_error(exc, f"reading {self._topic} failed") from None
+        return [cast(Record, m) for m in messages if not _error_event(m.error())]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 class KafkaTransactionalProducer(_TransactionalProducer):
     """:class:`kstream.kafka.port.TransactionalProducer` (the Trash tools' producer)."""
 

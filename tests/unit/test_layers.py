@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "kstream.loader": 3,
     "kstream.batch": 3,
     "kstream.limits": 3,
+    "kstream.shares": 3,
     "kstream.dev": 3,
     # 4: the processing runtime
     "kstream.runtime": 4,
