@@ -217,9 +217,14 @@ class GlobalRateLimiter:
         while True:
             with self._cond:
                 wait = self._take()
-            if wait <= 0:
-                return
-            await asyncio.sleep(wait)
+                if wait <= 0:
+                    return
+                self._waiting += 1  # counts as waiting (the claim stays inf) while it sleeps
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                with self._cond:
+                    self._waiting -= 1
 
     def slow_down(self, retry_after: float | None) -> None:
         with self._cond:
@@ -307,7 +312,7 @@ class GlobalRateLimiter:
         """Publish the claim (heartbeats while above 0) and read everyone's until ``close``."""
         producer: Producer | None = None
         tail: TopicTail | None = None
-        last_error, seq, published, sent_at = "", 0, 0.0, -INF
+        last_error, seq, published, sent_at, logged = "", 0, 0.0, -INF, -INF
         try:
             while not self._closing.is_set():
                 try:
@@ -324,6 +329,10 @@ class GlobalRateLimiter:
                         seq, published, sent_at = seq + 1, claim, now
                         self._publish(producer, seq, claim)
                     self._read(tail)
+                    if log.isEnabledFor(logging.DEBUG) and now - logged >= 1.0:
+                        logged = now
+                        log.debug("%s/%s %s: claim %s, share %.1f, %d others claiming", self.topic, self.service,
+                                  self.member, claim, self.share, self._book.others())
                 except Exception as exc:  # noqa: BLE001  (logged; the share runs out until it works)
                     last_error = self._report(exc, last_error)
                     self._closing.wait(1.0)
