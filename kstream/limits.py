@@ -25,6 +25,9 @@ log = logging.getLogger("kstream.limits")
 LIMITS_PARTITIONS = 60
 """Partitions of ``{ns}.limits``. The claims of one service all go to one partition (the key is
 the service name: one order for all its members); more partitions spread many services."""
+LIMITS_CONFIG = {"retention.ms": str(3600 * 1000), "segment.ms": str(600 * 1000)}
+"""Claims matter for seconds (a member reads from the end): an hour of them is kept, in
+10-minute segments so that old ones are deleted (a busy member writes 10 a second)."""
 BURST = 0.05
 """Seconds of its rate a bucket may save up (at least one call). Kept small so that the calls
 of all workers in any one second stay within a few percent of the limit, even after idling."""

@@ -213,6 +213,7 @@ def test_the_limits_topic_is_wanted_only_with_a_limited_node() -> None:
     settings = load_settings(environ={}, overrides={"namespace": "ns"})
     names = {w.name: w for w in wanted(_limited_topology(), settings)}
     assert names["ns.limits"].partitions == LIMITS_PARTITIONS
+    assert names["ns.limits"].config["retention.ms"] == "3600000"  # claims are read from the end
     plain = Topology("plain")
     plain.node("n", source="plain.in")(lambda v: None)
     assert "ns.limits" not in {w.name for w in wanted(plain, settings)}
