@@ -164,8 +164,8 @@ class GlobalRateLimiter:
 
     The claim is ``inf`` while callers wait for tokens (:data:`SATURATED`), else
     :data:`HEADROOM` times the calls of the last :data:`USE_WINDOW` seconds: a worker without
-    work claims nothing within about half a second, and the others take its share over as soon
-    as they read that. A worker that gets work calls about half a second (:attr:`Timing.settle`)
+    work claims nothing within about a second, and the others take its share over as soon
+    as they read that. A worker that gets work calls about :attr:`Timing.settle` (0.8 s)
     after its claim is acknowledged, at the share the others made room for. Busy members publish
     a heartbeat every :attr:`Timing.heartbeat`; one that stops (killed, or cut off from the
     broker) stops calling itself and is forgotten by the others after :attr:`Timing.expire`.
@@ -379,7 +379,8 @@ class GlobalRateLimiter:
                 except ValueError:
                     log.warning("%s/%s: skipped a claim that is not 'member seq claim': %r", self.topic,
                                 self.service, rec.value())
-            self._cond.notify_all()  # a waiting caller may have a larger share now
+            if records:
+                self._cond.notify_all()  # a waiting caller may have a larger share now
 
     def _report(self, exc: Exception, last: str) -> str:
         text = f"{type(exc).__name__}: {exc}"

@@ -46,10 +46,14 @@ class Timing:
 
     heartbeat: float = 0.1
     """A member with a claim above 0 publishes it this often (also how soon a new claim is out)."""
-    settle: float = 0.5
-    """D: how long a view may be used; how long a raised claim waits after its acknowledgement."""
-    stall: float = 0.5
-    """G: slack for a member's own anchor and for a newcomer's follower (see rule 3)."""
+    settle: float = 0.8
+    """D: how long a view may be used; how long a raised claim waits after its acknowledgement.
+    A round trip (publish, acknowledgement, reading back) slower than D - heartbeat leaves the
+    member without a share until the next one comes back: on a loaded machine 0.5 s was too
+    short (shares at 0 for a few tenths of a second, a few times a minute)."""
+    stall: float = 0.7
+    """G: slack for a member's own anchor (an acknowledgement may take up to G - heartbeat) and
+    for a newcomer's follower (see rule 3)."""
     expire: float = 1.5
     """Others forget a member whose last record was read this long ago (at least D + G)."""
 
@@ -133,6 +137,7 @@ class ClaimBook:
             return  # older than anything kept: nothing to learn
         if self.reading_since is None:
             self.reading_since = at
+        self._views = [v for v in self._views if v.fresh > at - self.timing.settle]
         expire = self.timing.expire
         for name, (_, read_at) in list(self._others.items()):
             if at - read_at > expire:

@@ -12,7 +12,8 @@ import pytest
 from kstream.errors import ConfigError
 from kstream.shares import INF, ClaimBook, Timing, fair_share
 
-T = Timing()
+T = Timing(heartbeat=0.1, settle=0.5, stall=0.5, expire=1.5)
+"""The numbers of the timelines below."""
 
 
 @pytest.mark.parametrize(("own", "others", "expected"), [
@@ -53,7 +54,7 @@ def test_expire_shorter_than_settle_plus_stall_is_refused() -> None:
 
 def test_one_member_calls_a_settle_after_its_claim_is_acknowledged() -> None:
     # Given a lone member whose hello came back at 0.0 (it reads from there on)
-    book = ClaimBook("a", 100.0)
+    book = ClaimBook("a", 100.0, T)
     book.sent(1, 0.0, 0.0)
     book.acked(1, 0.0)
     book.received("a", 1, 0.0, 0.0)
@@ -75,7 +76,7 @@ def test_one_member_calls_a_settle_after_its_claim_is_acknowledged() -> None:
 
 
 def test_a_newcomer_waits_until_it_has_read_a_stall_before_its_anchor() -> None:
-    book = ClaimBook("a", 100.0)
+    book = ClaimBook("a", 100.0, T)
     book.sent(1, INF, 0.0)
     book.acked(1, 0.0)
     book.received("a", 1, INF, 0.01)  # reading since 0.01: this anchor was sent before that
@@ -91,7 +92,7 @@ def test_a_newcomer_waits_until_it_has_read_a_stall_before_its_anchor() -> None:
 
 
 def test_a_silent_member_is_forgotten_after_expire() -> None:
-    book = ClaimBook("a", 100.0)
+    book = ClaimBook("a", 100.0, T)
     book.sent(1, 0.0, 0.0)
     book.acked(1, 0.0)
     book.received("a", 1, 0.0, 0.0)
