@@ -42,10 +42,13 @@ MAX_WAIT = 0.25
 """A waiting ``acquire`` looks again at least this often (the share may have grown)."""
 POLL_TIMEOUT = 0.05
 """Seconds the coordination thread blocks reading the claims: how late a heartbeat may go out."""
-SATURATED = 0.25
-"""A worker whose callers waited for a token within this many seconds claims all it can get..."""
+SATURATED = 0.1
+"""A worker whose callers wait for a token, or did within this many seconds, claims all it can
+get (``inf``: the limiter holds it back)..."""
 USE_WINDOW = 0.5
-"""...else it claims :data:`HEADROOM` times the calls of the last this-many seconds (0 when idle)."""
+"""...else it claims :data:`HEADROOM` times its calls per second over the last this-many seconds
+(or over the time of 4 calls at the whole limit, if longer: a low limit's window holds a few
+calls), 0 when it made none: it gives its share up as fast as its calls stop."""
 HEADROOM = 1.25
 FLUSH_TIMEOUT = 1.0
 """Seconds a claim may take to be acknowledged; a later acknowledgement is not counted."""
@@ -164,7 +167,7 @@ class GlobalRateLimiter:
 
     The claim is ``inf`` while callers wait for tokens (:data:`SATURATED`), else
     :data:`HEADROOM` times the calls of the last :data:`USE_WINDOW` seconds: a worker without
-    work claims nothing within about a second, and the others take its share over as soon
+    work claims nothing within about 0.6 s, and the others take its share over as soon
     as they read that. A worker that gets work calls about :attr:`Timing.settle` (0.8 s)
     after its claim is acknowledged, at the share the others made room for. Busy members publish
     a heartbeat every :attr:`Timing.heartbeat`; one that stops (killed, or cut off from the
@@ -198,6 +201,7 @@ class GlobalRateLimiter:
         self._bucket = TokenBucket(0.0, now=clock())
         self._book = ClaimBook(self.member, self.limit, self.timing)
         self._calls: deque[float] = deque()
+        self._window = max(USE_WINDOW, 4 / self.limit)
         self._waited_at = -INF
         self._waiting = 0
         self._closing = threading.Event()
@@ -305,9 +309,9 @@ class GlobalRateLimiter:
             return 0.0
         if self._waiting or now - self._waited_at < SATURATED:
             return INF
-        while self._calls and self._calls[0] <= now - USE_WINDOW:
+        while self._calls and self._calls[0] <= now - self._window:
             self._calls.popleft()
-        return HEADROOM * len(self._calls) / USE_WINDOW
+        return HEADROOM * len(self._calls) / self._window
 
     # -- the coordination thread ------------------------------------------------------------
 
