@@ -336,6 +336,7 @@ class GlobalRateLimiter:
                         seq, published, sent_at = seq + 1, claim, now
                         self._publish(producer, seq, claim)
                     self._read(tail)
+                    self._wake_if_share_grew()
                     if log.isEnabledFor(logging.DEBUG) and now - logged >= 1.0:
                         logged = now
                         log.debug("%s/%s %s: claim %s, share %.1f, %d others claiming", self.topic, self.service,
@@ -352,6 +353,15 @@ class GlobalRateLimiter:
                                 self.service, self.timing.expire, exc)
             if tail is not None:
                 tail.close()
+
+    def _wake_if_share_grew(self) -> None:
+        """A claim settles (rule 2) or a view expires without any record arriving: the waiting
+        callers learn of a larger share now rather than after their wait (up to MAX_WAIT)."""
+        with self._cond:
+            before = self._bucket.share
+            self._refresh(self._clock())
+            if self._bucket.share > before:
+                self._cond.notify_all()
 
     def _due(self, claim: float, published: float, since: float) -> bool:
         """A heartbeat is due, or the claim changed from or to ``inf`` (others act on that at once)."""
