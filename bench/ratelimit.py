@@ -3,7 +3,9 @@
     .venv/bin/python -m bench.ratelimit [--rate 100] [--records 3000] [--variants skewed,sigterm,sigkill]
 
 Four worker processes (spawned) each run one :class:`kstream.limits.GlobalRateLimiter` on the
-same service, started before the work arrives (as ``kstream run`` does). Each has a number of
+same service, started before the work arrives (as ``kstream run`` does: its limiters start
+before its consumers join their groups, which takes a second or two; here the work comes
+``--warm`` 1 s after the last worker has read its first claim back). Each has a number of
 *records* to handle; handling one is a call to a fake service that only records the wall-clock
 time of the call, made from ``--threads`` threads as fast as the limiter admits. The work is
 skewed as a consumer group would spread it over partitions that are not equally full: worker 0
@@ -215,6 +217,9 @@ def one_round(bootstrap: str, variant: str, args: argparse.Namespace) -> dict[st
             run = Run(bootstrap, namespace, rate, args.threads, logs)
             try:
                 run.start(work)
+                # kstream run starts its limiters before its consumers join their groups (seconds):
+                # by the first record a limiter has read the claims for a while (rule 3's G).
+                time.sleep(args.warm)
                 go = time.time()
                 run.go.set()
                 deadline = go + 3 * records / rate + 30
@@ -281,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="skewed,sigterm,sigkill")
     parser.add_argument("--event-at", type=float, default=10.0, help="seconds after go of the SIGTERM / SIGKILL")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of each variant")
+    parser.add_argument("--warm", type=float, default=1.0,
+                        help="seconds between the last worker reading the claims and the work arriving")
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     if not variants or set(variants) - {"skewed", "sigterm", "sigkill"}:
@@ -302,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     path = write_json("ratelimit", {
         "rate": args.rate, "records": args.records, "workers": WORKERS, "work_shares": list(SHARES),
-        "threads_per_worker": args.threads, "event_at_s": args.event_at,
+        "threads_per_worker": args.threads, "event_at_s": args.event_at, "warm_s": args.warm,
         "versions": info, "machine_before": before, "machine_after": machine(), "rounds": rounds,
     })
     print(f"wrote {path}")
