@@ -4,7 +4,7 @@ A node's worker reads its input (and its retry topic), joins its consumer group,
 successors' inputs, its ``to=`` topics, its retry topic, the Trash and the status topic. More
 only when the node asks for it: a batch node reads and writes the cursors topic and feeds its own
 input (the next page); a ``park_key`` node reads the Trash (which keys are parked); a node with
-``limit=`` joins the service's limits group on ``{ns}.limits``; an exactly-once node writes under
+``limit=`` publishes and reads its service's share claims on ``{ns}.limits``; an exactly-once node writes under
 its transactional ids ``{group}.<random>`` (a prefix ACL) and commits offsets through them.
 
 Kafka implies DESCRIBE from READ and WRITE, and an idempotent producer needs only WRITE on a
@@ -20,7 +20,7 @@ from typing import Literal
 
 from kstream.config import Settings
 from kstream.kafka.port import AclKey
-from kstream.limits import limits_group, limits_topic
+from kstream.limits import limits_topic
 from kstream.naming import READER_GROUP_PREFIX, group_id
 from kstream.provision import retry_topic_of
 from kstream.topology import Topology
@@ -90,9 +90,9 @@ def node_acls(topology: Topology, name: str, settings: Settings, principal: str 
     if node.batch is not None or node.on_failure == "park_key":
         # Whole-topic reads use a fresh throwaway group id each (never joined, never committed).
         grant("GROUP", READER_GROUP_PREFIX, "READ", "topic reader", "PREFIXED")
-    if node.limit is not None:
+    if node.limit is not None:  # claims are published and read on {ns}.limits, no group (kstream.shares)
         grant("TOPIC", limits_topic(ns), "READ", f"rate limit {node.limit}")
-        grant("GROUP", limits_group(ns, node.limit), "READ", f"rate limit {node.limit}")
+        grant("TOPIC", limits_topic(ns), "WRITE", f"rate limit {node.limit}")
     if topology.processing_of(node) == "exactly_once":
         grant("TRANSACTIONAL_ID", f"{group}.", "WRITE", "exactly-once transactions", "PREFIXED")
     return list(found.values())

@@ -21,6 +21,7 @@ from kstream.kafka.confluent import (
     KafkaConsumer,
     KafkaProducer,
     KafkaTopicReader,
+    KafkaTopicTail,
     KafkaTransactionalProducer,
     KafkaWorkerProducer,
 )
@@ -64,10 +65,16 @@ def _with_client_id(settings: Settings, name: str) -> dict[str, str]:
 
 def limiter(service: str, settings: Settings) -> GlobalRateLimiter:
     """The rate limiter of ``service`` (``settings.limits``), coordinated through Kafka."""
-    def consumer(group: str) -> KafkaConsumer:
-        return KafkaConsumer(settings.bootstrap_servers, group, _with_client_id(settings, group))
+    def claims_producer() -> KafkaProducer:
+        # No linger: a claim's acknowledgement starts the clock of rule 2 (kstream.shares).
+        return KafkaProducer(settings.bootstrap_servers, _with_client_id(settings, f"{settings.namespace}.limits.{service}"),
+                             **{"linger.ms": "0"})
 
-    return GlobalRateLimiter(service, settings.limits[service], namespace=settings.namespace, consumer=consumer)
+    def tail(topic: str) -> KafkaTopicTail:
+        return KafkaTopicTail(settings.bootstrap_servers, settings.client_properties(), topic)
+
+    return GlobalRateLimiter(service, settings.limits[service], namespace=settings.namespace,
+                             producer=claims_producer, tail=tail)
 
 
 def build_worker(topology: Topology, name: str, settings: Settings, stop: threading.Event,
@@ -76,7 +83,7 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
     """A worker for node ``name``: its own consumer (group ``{ns}.{topology}.{node}``) and producer.
 
     Workers built with the same ``limiters`` dict share one rate limiter per service (one
-    member of its limits group per process); :func:`run_workers` closes them at the end.
+    member of the service's limit per process); :func:`run_workers` closes them at the end.
     With ``metrics`` the node counts into ``metrics.node(topology, name)``; with ``tracing``
     each attempt of a message runs in a span (:func:`tracing_of`). ``transactional_id``: reuse
     a failed worker's (exactly-once), so the new producer fences it.
@@ -224,15 +231,18 @@ def run_workers(workers: list[Worker], stop: threading.Event, rebuild: Rebuild |
         log.error("worker %s failed: %s", worker.name, exc)
         stop.set()
 
+    limiters: dict[int, Limiter] = {id(lim): lim for w in workers if (lim := w.processor.limiter) is not None}
+    for lim in limiters.values():
+        lim.start()  # read the others' claims before the first record: it calls sooner
     threads = [threading.Thread(target=target, args=(i,), name=f"kstream-poll-{w.name}") for i, w in enumerate(workers)]
     for t in threads:
         t.start()
     for t in threads:
         while t.is_alive():
             t.join(0.2)
-    limiters: dict[int, Limiter] = {id(lim): lim for w in current if (lim := w.processor.limiter) is not None}
+    limiters = {id(lim): lim for w in current if (lim := w.processor.limiter) is not None}
     for lim in limiters.values():
-        lim.close()  # leave the limits group: the other processes take the share over
+        lim.close()  # a claim of 0: the other processes take the share over
     if errors:
         raise errors[0]
     return all(w.state is State.STOPPED for w in current)

@@ -1,6 +1,7 @@
 """Global rate limits: every worker that calls the same external service shares one rate.
 
-Coordination goes through Kafka itself, no extra server (see :class:`GlobalRateLimiter`).
+Coordination goes through Kafka itself, no extra server (see :class:`GlobalRateLimiter` and the
+claims protocol in :mod:`kstream.shares`).
 """
 
 from __future__ import annotations
@@ -9,18 +10,24 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
 from kstream.config import LimitSpec
-from kstream.errors import AccessDenied
-from kstream.kafka.port import Consumer, TopicPartition
+from kstream.errors import AccessDenied, BrokerError
+from kstream.kafka.port import Producer, TopicTail
+from kstream.shares import INF, ClaimBook, Timing
 
 log = logging.getLogger("kstream.limits")
 
 LIMITS_PARTITIONS = 60
-"""Partitions of ``{ns}.limits``: a share moves in steps of 1/60 of the rate, and 60 splits
-evenly among 1-6, 10, 12, 15, 20, 30 or 60 workers."""
+"""Partitions of ``{ns}.limits``. The claims of one service all go to one partition (the key is
+the service name: one order for all its members); more partitions spread many services."""
+LIMITS_CONFIG = {"retention.ms": str(3600 * 1000), "segment.ms": str(600 * 1000)}
+"""Claims matter for seconds (a member reads from the end): an hour of them is kept, in
+10-minute segments so that old ones are deleted (a busy member writes 10 a second)."""
 BURST = 0.05
 """Seconds of its rate a bucket may save up (at least one call). Kept small so that the calls
 of all workers in any one second stay within a few percent of the limit, even after idling."""
@@ -33,12 +40,23 @@ RECOVERY = 0.1
 settles the rate at 10% of the share: halving once a second against +10%/s.)"""
 MAX_WAIT = 0.25
 """A waiting ``acquire`` looks again at least this often (the share may have grown)."""
-POLL_TIMEOUT = 0.1
-"""Seconds the membership thread blocks in ``consume``: how fast ``close`` starts leaving."""
+POLL_TIMEOUT = 0.05
+"""Seconds the coordination thread blocks reading the claims: how late a heartbeat may go out."""
+SATURATED = 0.1
+"""A worker whose callers wait for a token, or did within this many seconds, claims all it can
+get (``inf``: the limiter holds it back)..."""
+USE_WINDOW = 0.5
+"""...else it claims :data:`HEADROOM` times its calls per second over the last this-many seconds
+(or over the time of 4 calls at the whole limit, if longer: a low limit's window holds a few
+calls), 0 when it made none: it gives its share up as fast as its calls stop."""
+HEADROOM = 1.25
+FLUSH_TIMEOUT = 1.0
+"""Seconds a claim may take to be acknowledged; a later acknowledgement is not counted."""
 
 Clock = Callable[[], float]
-ConsumerFactory = Callable[[str], Consumer]
-"""Makes a consumer in the given group (the composition root picks the Kafka adapter)."""
+TailFactory = Callable[[str], TopicTail]
+"""Follows the given topic from its end (the composition root picks the Kafka adapter)."""
+ProducerFactory = Callable[[], Producer]
 
 
 class Limiter(Protocol):
@@ -48,8 +66,9 @@ class Limiter(Protocol):
     sync node calls it from its pool threads); ``acquire_async`` is the same for async
     handlers and never blocks the event loop. ``slow_down`` is called when the service said
     "too many requests": the worker's rate drops (to ``retry_after`` pacing if given) and
-    recovers gradually. ``close`` leaves the coordination group; the others take over the
-    share within a rebalance.
+    recovers gradually. ``start`` joins the coordination now (otherwise the first ``acquire``
+    does), so that a worker whose first record arrives later calls sooner. ``close`` gives the
+    share up; the others take it over at once.
     """
 
     def acquire(self) -> None: ...
@@ -58,17 +77,14 @@ class Limiter(Protocol):
 
     def slow_down(self, retry_after: float | None) -> None: ...
 
+    def start(self) -> None: ...
+
     def close(self) -> None: ...
 
 
 def limits_topic(namespace: str) -> str:
     """The topic whose partitions stand for shares of every limited service of ``namespace``."""
     return f"{namespace}.limits"
-
-
-def limits_group(namespace: str, service: str) -> str:
-    """The consumer group of the workers calling ``service``: one group per service."""
-    return f"{namespace}.limits.{service}"
 
 
 class TokenBucket:
@@ -99,7 +115,8 @@ class TokenBucket:
     def set_share(self, share: float, now: float) -> None:
         self._refill(now)
         self.share = share
-        self._tokens = min(self._tokens, self._capacity(now))
+        # A share of 0 keeps no token: the rest of the limit may be in use elsewhere already.
+        self._tokens = min(self._tokens, self._capacity(now)) if share > 0 else 0.0
 
     def take(self, now: float) -> float:
         """Take a token: 0.0 when taken, else the seconds until one may be (capped at :data:`MAX_WAIT`)."""
@@ -140,23 +157,24 @@ class TokenBucket:
 
 
 class GlobalRateLimiter:
-    """:class:`Limiter` whose share is set by Kafka group membership.
+    """:class:`Limiter` whose share follows what every worker of the service wants right now.
 
-    Every process calling ``service`` runs one of these (shared by its workers). Each joins the
-    consumer group ``{ns}.limits.{service}`` on the topic ``{ns}.limits`` (:data:`LIMITS_PARTITIONS`
-    partitions; nothing is ever produced to it) and may call at ``rate * owned / partitions``.
-    The partitions of a group are a partition of the topic, so the shares add up to at most the
-    limit; the broker moves partitions when workers join or leave, and the shares follow.
+    Every process calling ``service`` runs one of these (shared by its workers). A daemon
+    thread publishes this member's *claim* to ``{ns}.limits`` (key: the service, so all of a
+    service's claims share one partition and one order) and follows that topic; the share is
+    this member's fair part of the limit given the claims of the others, under the rules of
+    :mod:`kstream.shares`, so the shares in use never add up to more than the limit.
 
-    A share only grows on assignment and shrinks on revocation, in the rebalance callbacks:
-    a partition is revoked (and the share here lowered) before the broker hands it to another
-    member, so the sum never exceeds the limit during a rebalance. Until its first assignment
-    (about a heartbeat after joining) a worker makes no calls. A killed worker's share is lost
-    until the broker's session timeout expires; the others are then below the limit, not above.
+    The claim is ``inf`` while callers wait for tokens (:data:`SATURATED`), else
+    :data:`HEADROOM` times the calls of the last :data:`USE_WINDOW` seconds: a worker without
+    work claims nothing within about 0.6 s, and the others take its share over as soon
+    as they read that. A worker that gets work calls about :attr:`Timing.settle` (0.8 s)
+    after its claim is acknowledged, at the share the others made room for. Busy members publish
+    a heartbeat every :attr:`Timing.heartbeat`; one that stops (killed, or cut off from the
+    broker) stops calling itself and is forgotten by the others after :attr:`Timing.expire`.
 
-    The group is joined by a daemon thread on the first ``acquire`` (or ``start``), so a process
-    that never calls the service takes no share. ``close`` leaves the group; after it, ``acquire``
-    blocks forever (call it only once the callers are done).
+    ``close`` publishes a claim of 0 (the others take the share over at once); after it,
+    ``acquire`` blocks forever (call it only once the callers are done).
     """
 
     def __init__(
@@ -165,20 +183,27 @@ class GlobalRateLimiter:
         spec: LimitSpec,
         *,
         namespace: str,
-        consumer: ConsumerFactory,
-        partitions: int = LIMITS_PARTITIONS,
+        producer: ProducerFactory,
+        tail: TailFactory,
         clock: Clock = time.monotonic,
+        timing: Timing | None = None,
     ) -> None:
         self.service = service
         self.limit = spec.rate / spec.per
         self.topic = limits_topic(namespace)
-        self.group = limits_group(namespace, service)
-        self.partitions = partitions
-        self._new_consumer = consumer
+        self.member = uuid.uuid4().hex[:12]
+        self.timing = timing or Timing()
+        self._key = service.encode()
+        self._new_producer = producer
+        self._new_tail = tail
         self._clock = clock
         self._cond = threading.Condition()
         self._bucket = TokenBucket(0.0, now=clock())
-        self._owned: set[int] = set()
+        self._book = ClaimBook(self.member, self.limit, self.timing)
+        self._calls: deque[float] = deque()
+        self._window = max(USE_WINDOW, 4 / self.limit)
+        self._waited_at = -INF
+        self._waiting = 0
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self._denied: AccessDenied | None = None
@@ -188,122 +213,208 @@ class GlobalRateLimiter:
     def acquire(self) -> None:
         self.start()
         with self._cond:
-            while (wait := self._bucket.take(self._clock())) > 0:
+            while (wait := self._take()) > 0:
                 self._check()
-                self._cond.wait(wait)
+                self._waiting += 1
+                try:
+                    self._cond.wait(wait)
+                finally:
+                    self._waiting -= 1
+
+    async def acquire_async(self) -> None:
+        self.start()
+        while True:
+            with self._cond:
+                wait = self._take()
+                if wait <= 0:
+                    return
+                self._check()
+                self._waiting += 1  # counts as waiting (the claim stays inf) while it sleeps
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                with self._cond:
+                    self._waiting -= 1
 
     def _check(self) -> None:
         """Raise the coordination's :class:`AccessDenied`: waiting for a share would be forever."""
         if self._denied is not None:
             raise self._denied
 
-    async def acquire_async(self) -> None:
-        self.start()
-        while True:
-            with self._cond:
-                wait = self._bucket.take(self._clock())
-                self._check()
-            if wait <= 0:
-                return
-            await asyncio.sleep(wait)
-
     def slow_down(self, retry_after: float | None) -> None:
         with self._cond:
             self._bucket.slow_down(retry_after, self._clock())
-        log.info("%s: slowed down to %.1f calls/s (pause %.2fs)", self.group, self.rate, retry_after or 0.0)
+        log.info("%s/%s: slowed down to %.1f calls/s (pause %.2fs)", self.topic, self.service, self.rate,
+                 retry_after or 0.0)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        with self._cond:
+            if self._thread is None and not self._closing.is_set():
+                self._thread = threading.Thread(target=self._coordinate, name=f"kstream-limit-{self.service}",
+                                                 daemon=True)
+                self._thread.start()
 
     def close(self) -> None:
-        """Leave the group (the others take the share over within a rebalance). Idempotent."""
+        """Stop calling and publish a claim of 0 (the others take the share over). Idempotent."""
         self._closing.set()
+        with self._cond:
+            self._bucket.set_share(0.0, self._clock())
+            self._cond.notify_all()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(30)
 
     # -- state, for tests, benchmarks and logs ------------------------------------------------
 
-    def start(self) -> None:
-        """Join the group now rather than on the first ``acquire``."""
-        if self._thread is not None:
-            return
-        with self._cond:
-            if self._thread is None and not self._closing.is_set():
-                self._thread = threading.Thread(target=self._membership, name=f"kstream-limit-{self.service}", daemon=True)
-                self._thread.start()
-
-    @property
-    def owned(self) -> int:
-        """Partitions of ``{ns}.limits`` this worker holds in the service's group."""
-        with self._cond:
-            return len(self._owned)
-
     @property
     def share(self) -> float:
-        """This worker's share of the limit, in calls per second, before any slow-down."""
+        """This worker's share of the limit now, in calls per second, before any slow-down."""
         with self._cond:
+            self._refresh(self._clock())
             return self._bucket.share
 
     @property
     def rate(self) -> float:
         """Calls per second admitted now: the share, lowered by a recent slow-down."""
         with self._cond:
-            return self._bucket.rate(self._clock())
+            now = self._clock()
+            self._refresh(now)
+            return self._bucket.rate(now)
 
-    # -- the membership thread -------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """The coordination runs: this member reads the claims (it has read its own back)."""
+        with self._cond:
+            return self._book.reading_since is not None
 
-    def _membership(self) -> None:
-        """Stay in the group until ``close``: poll (nothing arrives; rebalances run in here)."""
-        consumer: Consumer | None = None
-        last_error = ""
+    @property
+    def claim(self) -> float:
+        """What this member wants now, in calls per second (``inf``: all it can get)."""
+        with self._cond:
+            return self._claim(self._clock())
+
+    # -- under the lock ---------------------------------------------------------------------
+
+    def _take(self) -> float:
+        now = self._clock()
+        self._refresh(now)
+        wait = self._bucket.take(now)
+        if wait > 0:
+            self._waited_at = now
+        else:
+            self._calls.append(now)
+        return wait
+
+    def _refresh(self, now: float) -> None:
+        share = 0.0 if self._closing.is_set() else self._book.share(self._claim(now), now)
+        if share != self._bucket.share:
+            self._bucket.set_share(share, now)
+
+    def _claim(self, now: float) -> float:
+        if self._closing.is_set():
+            return 0.0
+        if self._waiting or now - self._waited_at < SATURATED:
+            return INF
+        while self._calls and self._calls[0] <= now - self._window:
+            self._calls.popleft()
+        return HEADROOM * len(self._calls) / self._window
+
+    # -- the coordination thread ------------------------------------------------------------
+
+    def _coordinate(self) -> None:
+        """Publish the claim (heartbeats while above 0) and read everyone's until ``close``."""
+        producer: Producer | None = None
+        tail: TopicTail | None = None
+        last_error, seq, published, sent_at, logged = "", 0, 0.0, -INF, -INF
         try:
-            while consumer is None and not self._closing.is_set():
-                try:
-                    consumer = self._new_consumer(self.group)
-                    consumer.subscribe([self.topic], self._assigned, self._revoked)
-                except Exception as exc:  # noqa: BLE001  (logged; the share stays 0 until it works)
-                    consumer = None
-                    last_error = self._report(exc, last_error)
-                    self._closing.wait(1.0)
             while not self._closing.is_set():
-                assert consumer is not None
                 try:
-                    consumer.consume(1, POLL_TIMEOUT)
+                    if producer is None:
+                        producer = self._new_producer()
+                    if tail is None:
+                        tail = self._new_tail(self.topic)
+                    with self._cond:
+                        now = self._clock()
+                        claim = self._claim(now)
+                        known = self._book.reading_since is not None
+                    period = self.timing.heartbeat
+                    if (not known and now - sent_at >= period) or self._due(claim, published, now - sent_at):
+                        seq, published, sent_at = seq + 1, claim, now
+                        self._publish(producer, seq, claim)
+                    self._read(tail)
+                    self._wake_if_share_grew()
+                    if log.isEnabledFor(logging.DEBUG) and now - logged >= 1.0:
+                        logged = now
+                        log.debug("%s/%s %s: claim %s, share %.1f, %d others claiming", self.topic, self.service,
+                                  self.member, claim, self.share, self._book.others())
                 except AccessDenied as exc:
                     with self._cond:  # no retry helps: callers of acquire fail with it
                         self._denied = exc
                         self._cond.notify_all()
                     break
-                except Exception as exc:  # noqa: BLE001  (e.g. the topic is missing: retried)
+                except Exception as exc:  # noqa: BLE001  (logged; the share runs out until it works)
                     last_error = self._report(exc, last_error)
                     self._closing.wait(1.0)
         finally:
-            if consumer is not None:
+            if producer is not None and published > 0:
                 try:
-                    consumer.close()  # runs _revoked: the share drops before the others get it
+                    self._publish(producer, seq + 1, 0.0)  # the others take the share over now
                 except Exception as exc:  # noqa: BLE001
-                    log.warning("%s: leaving the group failed: %s", self.group, exc)
-            self._set_owned(set())
+                    log.warning("%s/%s: could not give the share up (it frees after %.1fs): %s", self.topic,
+                                self.service, self.timing.expire, exc)
+            if tail is not None:
+                tail.close()
+
+    def _wake_if_share_grew(self) -> None:
+        """A claim settles (rule 2) or a view expires without any record arriving: the waiting
+        callers learn of a larger share now rather than after their wait (up to MAX_WAIT)."""
+        with self._cond:
+            before = self._bucket.share
+            self._refresh(self._clock())
+            if self._bucket.share > before:
+                self._cond.notify_all()
+
+    def _due(self, claim: float, published: float, since: float) -> bool:
+        """A heartbeat is due, or the claim changed from or to ``inf`` (others act on that at once)."""
+        if claim <= 0 and published <= 0:
+            return False
+        return since >= self.timing.heartbeat or (claim == INF) != (published == INF) or (claim <= 0 < published)
+
+    def _publish(self, producer: Producer, seq: int, claim: float) -> None:
+        with self._cond:
+            self._book.sent(seq, claim, self._clock())
+        producer.produce(self.topic, f"{self.member} {seq} {claim!r}".encode(), self._key, None)
+        left = producer.flush(FLUSH_TIMEOUT)
+        errors = producer.take_errors()
+        denied = [e for e in errors if e.startswith("not authorized")]
+        if denied:
+            raise AccessDenied(denied[0])  # the limits topic's WRITE right is missing: no retry helps
+        if errors:
+            raise BrokerError("publishing a claim failed: " + "; ".join(errors))
+        if left == 0:
+            with self._cond:
+                self._book.acked(seq, self._clock())
+
+    def _read(self, tail: TopicTail) -> None:
+        records = tail.read(POLL_TIMEOUT)
+        with self._cond:
+            for rec in records:
+                if rec.key() != self._key:
+                    continue  # another service's claims on the same partition
+                try:
+                    member, seq, claim = (rec.value() or b"").decode().split(" ")
+                    self._book.received(member, int(seq), float(claim), self._clock())
+                except ValueError:
+                    log.warning("%s/%s: skipped a claim that is not 'member seq claim': %r", self.topic,
+                                self.service, rec.value())
+            if records:
+                self._cond.notify_all()  # a waiting caller may have a larger share now
 
     def _report(self, exc: Exception, last: str) -> str:
         text = f"{type(exc).__name__}: {exc}"
         if text != last:
-            log.error("%s: rate limit coordination failed (retrying; no calls meanwhile): %s", self.group, text)
+            log.error("%s/%s: rate limit coordination failed (retrying; no calls meanwhile): %s", self.topic,
+                      self.service, text)
         return text
-
-    def _assigned(self, partitions: list[TopicPartition]) -> None:
-        self._set_owned(self._owned | {tp.partition for tp in partitions if tp.topic == self.topic})
-
-    def _revoked(self, partitions: list[TopicPartition]) -> None:
-        self._set_owned(self._owned - {tp.partition for tp in partitions if tp.topic == self.topic})
-
-    def _set_owned(self, owned: set[int]) -> None:
-        if any(p >= self.partitions for p in owned):
-            log.warning("%s: %s has more than the %d partitions expected; shares are off", self.group,
-                        self.topic, self.partitions)
-        with self._cond:
-            changed = owned != self._owned
-            self._owned = owned
-            self._bucket.set_share(self.limit * min(len(owned), self.partitions) / self.partitions, self._clock())
-            self._cond.notify_all()
-        if changed:
-            log.info("%s: %d/%d partitions, share %.2f calls/s", self.group, len(owned), self.partitions,
-                     self.limit * len(owned) / self.partitions)

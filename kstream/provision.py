@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from kstream.config import Settings
 from kstream.kafka.port import Admin, NewTopic, TopicState
-from kstream.limits import LIMITS_PARTITIONS, limits_topic
+from kstream.limits import LIMITS_CONFIG, LIMITS_PARTITIONS, limits_topic
 from kstream.naming import retry_topic
 from kstream.topology import Topology
 
@@ -85,7 +85,8 @@ def wanted(topology: Topology, settings: Settings) -> list[Want]:
     for name, config in topology.owned_topics(ns).items():
         result[name] = Want(name, topics.partitions, topics.replication_factor, dict(config))
     if any(node.limit for node in topology.nodes.values()):  # rate limit shares (kstream.limits)
-        result[limits_topic(ns)] = Want(limits_topic(ns), LIMITS_PARTITIONS, topics.replication_factor)
+        result[limits_topic(ns)] = Want(limits_topic(ns), LIMITS_PARTITIONS, topics.replication_factor,
+                                        dict(LIMITS_CONFIG))
     for node in topology.nodes.values():
         for ext in ([node.source] if node.source else []) + list(node.to):
             result.setdefault(ext, Want(ext, topics.partitions, topics.replication_factor, external=True))

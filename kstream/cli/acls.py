@@ -18,7 +18,7 @@ def acls() -> None:
 
     A node reads its input, retry topic and consumer group and writes its outputs, the Trash
     and the status topic; batch nodes also the cursors, park_key nodes read the Trash, limited
-    nodes join the limits group, exactly-once nodes use transactional ids {group}.*.
+    nodes publish and read share claims on {ns}.limits, exactly-once nodes use transactional ids {group}.*.
     """
 
 

@@ -163,8 +163,9 @@ class _LibrdkafkaLog:
                      "in state SSL_HANDSHAKE)", "in state AUTH_REQ)")
     _TXN_DENIED = re.compile(r'Failed to add partition "([^"]+)" \[\d+\] to transaction: Broker: Topic authorization failed')
 
-    def __init__(self, every: float = 60.0) -> None:
+    def __init__(self, every: float = 60.0, *, level: int | None = None) -> None:
         self.denied_topics: list[str] = []
+        self._level = level
         self._every = every
         self._last: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -183,7 +184,7 @@ class _LibrdkafkaLog:
             if len(self._last) > 1000:
                 self._last.clear()
             self._last[key] = now
-        _LIBRDKAFKA_LOG.log(level, "%s", text)
+        _LIBRDKAFKA_LOG.log(level if self._level is None else self._level, "%s", text)
 
 
 def _login_failed(err: KafkaError) -> AccessDenied | None:
@@ -622,7 +623,11 @@ class KafkaAdmin:
         self._timeout = timeout
         self._kafka = dict(kafka)
         self._watch = _LoginWatch()
-        self._admin = _client(AdminClient, _config({}, kafka, {"bootstrap.servers": bootstrap}, self._watch))
+        conf = _config({}, kafka, {"bootstrap.servers": bootstrap}, self._watch)
+        # Admin calls report their own failure as one error line (a CLI command's, a probe's):
+        # librdkafka's lines about it (connection refused...) are for --log-level debug.
+        conf["logger"] = _LibrdkafkaLog(level=logging.DEBUG)
+        self._admin = _client(AdminClient, conf)
         self._principal = _principal(kafka)
 
     def _metadata(self, topic: str | None = None) -> Any:
@@ -880,6 +885,41 @@ class KafkaTopicReader:
                 if not retry or time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+
+class KafkaTopicTail:
+    """:class:`kstream.kafka.port.TopicTail`: an assigned (group-less) consumer at the end of every partition."""
+
+    def __init__(self, bootstrap: str, kafka: Mapping[str, str], topic: str) -> None:
+        conf = _config({}, kafka, {
+            "bootstrap.servers": bootstrap, "group.id": f"kstream-tail-{time.time_ns()}",
+            "enable.auto.commit": "false", "auto.offset.reset": "latest",
+        })
+        conf.pop("group.protocol", None)
+        self._consumer = confluent_kafka.Consumer(conf)
+        self._topic = topic
+        self._assigned = False
+
+    def read(self, timeout: float) -> list[Record]:
+        try:
+            if not self._assigned:
+                tmeta = self._consumer.list_topics(self._topic, timeout=max(timeout, 5.0)).topics.get(self._topic)
+                if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+                    raise BrokerError(f"topic {self._topic} does not exist", code="UNKNOWN_TOPIC_OR_PART")
+                self._consumer.assign([CkTopicPartition(self._topic, p, confluent_kafka.OFFSET_END)
+                                       for p in sorted(tmeta.partitions)])
+                self._assigned = True
+            # As KafkaConsumer.consume: a batch consume would wait the whole timeout.
+            messages: list[Any] = self._consumer.consume(1000, 0)
+            if not messages:
+                first = self._consumer.poll(timeout)
+                messages = [] if first is None else [first, *self._consumer.consume(999, 0)]
+        except KafkaException as exc:
+            raise broker_error(exc, f"reading {self._topic} failed") from None
+        return [cast(Record, m) for m in messages if not _error_event(m.error())]
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 class KafkaTransactionalProducer(_TransactionalProducer):

@@ -181,6 +181,22 @@ class TopicReader(Protocol):
         ...
 
 
+class TopicTail(Protocol):
+    """Follows every partition of one topic from its end, outside any consumer group.
+
+    The start position is the end of each partition as of the first ``read`` (librdkafka
+    resolves it lazily, so a record produced just before may or may not be returned: a caller
+    that needs a sure starting point produces a record and waits to read it back). Records
+    of a partition come in offset order. ``read`` blocks up to ``timeout`` seconds when there
+    is nothing new; it raises :class:`kstream.errors.BrokerError` when the topic is missing.
+    One thread calls it; nothing is committed.
+    """
+
+    def read(self, timeout: float) -> list[Record]: ...
+
+    def close(self) -> None: ...
+
+
 class TransactionalProducer(Protocol):
     """A producer whose writes become visible (to ``read_committed`` readers) all or nothing.
 

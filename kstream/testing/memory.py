@@ -2,7 +2,7 @@
 
 :class:`MemoryBroker` holds topics (partitions as lists of records), committed offsets per
 group, a group coordinator and transactions; the adapters (:class:`MemoryConsumer`,
-:class:`MemoryProducer`, :class:`MemoryAdmin`, :class:`MemoryTopicReader`,
+:class:`MemoryProducer`, :class:`MemoryAdmin`, :class:`MemoryTopicReader`, :class:`MemoryTopicTail`,
 :class:`MemoryTransactionalProducer`) implement :mod:`kstream.kafka.port` on it. One lock
 guards everything; rebalance callbacks run on the consuming thread *outside* it, as the
 runtime calls back into the producer and the consumer from them.
@@ -404,6 +404,36 @@ class MemoryTopicReader:
 
     def read_compacted(self, topic: str, timeout: float) -> list[Record]:
         return list(self._broker.records(topic))
+
+
+class MemoryTopicTail:
+    """:class:`kstream.kafka.port.TopicTail`: starts at the end of each partition at the first ``read``."""
+
+    def __init__(self, broker: MemoryBroker, topic: str) -> None:
+        self._broker = broker
+        self._topic = topic
+        self._positions: list[int] | None = None
+
+    def read(self, timeout: float) -> list[Record]:
+        b, deadline = self._broker, time.monotonic() + timeout
+        with b.lock:
+            if self._topic not in b.topics:
+                raise BrokerError(f"topic {self._topic} does not exist", code="UNKNOWN_TOPIC_OR_PART")
+            logs = b.topics[self._topic].logs
+            if self._positions is None:
+                self._positions = [len(log) for log in logs]
+            positions = self._positions
+            while True:
+                out: list[Record] = []
+                for p, log in enumerate(logs):
+                    positions[p] = _read(log, positions[p], 1000, out)
+                left = deadline - time.monotonic()
+                if out or left <= 0:
+                    return out
+                b.changed.wait(left)
+
+    def close(self) -> None:
+        return None
 
 
 class MemoryTransactionalProducer:

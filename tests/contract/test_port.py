@@ -17,7 +17,16 @@ from typing import Any
 import pytest
 
 from kstream.errors import BrokerError
-from kstream.kafka.port import Admin, Consumer, NewTopic, Producer, TopicPartition, TopicReader, TransactionalProducer
+from kstream.kafka.port import (
+    Admin,
+    Consumer,
+    NewTopic,
+    Producer,
+    TopicPartition,
+    TopicReader,
+    TopicTail,
+    TransactionalProducer,
+)
 from kstream.types import Record
 
 DEADLINE = 30.0  # the real broker's first assignment takes a second or two; a rebalance as much again
@@ -33,6 +42,7 @@ class Ports:
     admin: Callable[[], Admin]
     reader: Callable[[], TopicReader]
     transactional: Callable[[str], TransactionalProducer]
+    tail: Callable[[str], TopicTail]
     opened: list[Consumer] = field(default_factory=list)
     closed: set[int] = field(default_factory=set)
 
@@ -57,7 +67,7 @@ def _memory(_: pytest.FixtureRequest, ns: str) -> Ports:
     broker = memory.MemoryBroker()
     return Ports(ns, lambda g: memory.MemoryConsumer(broker, g), lambda: memory.MemoryProducer(broker),
                  lambda: memory.MemoryAdmin(broker), lambda: memory.MemoryTopicReader(broker),
-                 lambda tid: memory.MemoryTransactionalProducer(broker, tid))
+                 lambda tid: memory.MemoryTransactionalProducer(broker, tid), lambda t: memory.MemoryTopicTail(broker, t))
 
 
 def _kafka(request: pytest.FixtureRequest, ns: str) -> Ports:
@@ -66,7 +76,8 @@ def _kafka(request: pytest.FixtureRequest, ns: str) -> Ports:
     bootstrap: str = request.getfixturevalue("bootstrap")
     return Ports(ns, lambda g: confluent.KafkaConsumer(bootstrap, g, {}), lambda: confluent.KafkaProducer(bootstrap, {}),
                  lambda: confluent.KafkaAdmin(bootstrap, {}), lambda: confluent.KafkaTopicReader(bootstrap, {}),
-                 lambda tid: confluent.KafkaTransactionalProducer(bootstrap, {}, tid))
+                 lambda tid: confluent.KafkaTransactionalProducer(bootstrap, {}, tid),
+                 lambda t: confluent.KafkaTopicTail(bootstrap, {}, t))
 
 
 @pytest.fixture(params=[pytest.param(_memory, id="memory"), pytest.param(_kafka, id="kafka", marks=pytest.mark.integration)])
@@ -294,3 +305,39 @@ def test_only_committed_transactions_are_visible_to_read_committed_readers(ports
     m = Member(ports.consumer(), topic)
     poll_until([m], lambda: len(m.records) >= 4, "committed read by a consumer")
     assert [r.value() for r in m.records] == [b"c1", b"c2", b"plain", b"later"]
+
+
+# -- the topic tail (rate limit claims) ----------------------------------------------------------
+
+
+def test_a_tail_reads_what_comes_after_its_start_in_order_and_a_missing_topic_raises(ports: Ports) -> None:
+    topic = ports.topic("tailed", partitions=3)
+    prod = ports.producer()
+    prod.produce(topic, b"before", b"k", None)
+    assert prod.flush(10) == 0
+    tail = ports.tail(topic)
+    try:
+        # Given a tail whose start is surely fixed: a marker produced after its first read came back
+        seen: list[bytes | None] = []
+        deadline = time.monotonic() + DEADLINE
+        while b"marker" not in seen:
+            assert time.monotonic() < deadline, "the tail never read the marker"
+            prod.produce(topic, b"marker", b"k", None)
+            assert prod.flush(10) == 0
+            seen += [r.value() for r in tail.read(0.5)]
+        # When records of one key (one partition) and of others follow
+        for i in range(20):
+            prod.produce(topic, str(i).encode(), b"k", None)
+            prod.produce(topic, b"other", str(i).encode(), None)
+        assert prod.flush(10) == 0
+        got: list[Record] = []
+        while len(got) < 40:
+            assert time.monotonic() < deadline, f"the tail read {len(got)} of 40 records"
+            got += [r for r in tail.read(0.5) if r.value() != b"marker"]  # a later marker may come too
+        # Then it read them all, those of one partition in order, and nothing from before it started
+        assert [r.value() for r in got if r.key() == b"k"] == [str(i).encode() for i in range(20)]
+        assert b"before" not in seen + [r.value() for r in got]
+    finally:
+        tail.close()
+    with pytest.raises(BrokerError):
+        ports.tail(f"{ports.ns}.missing").read(1.0)

@@ -216,7 +216,7 @@ def _run(app_file: Path, password: str, env: dict[str, str], *args: str, output:
 
 @pytest.mark.parametrize(("eos", "missing"), [
     (False, ("GROUP", "{ns}.sec.limited", "READ")),
-    (False, ("GROUP", "{ns}.limits.erp", "READ")),
+    (False, ("TOPIC", "{ns}.limits", "WRITE")),
     (False, ("TOPIC", "{ns}.trash", "WRITE")),
     (False, ("TOPIC", "{ns}.sec.limited", "WRITE")),
     (False, ("TOPIC", "{ns}.src", "READ")),
@@ -228,7 +228,7 @@ def _run(app_file: Path, password: str, env: dict[str, str], *args: str, output:
     (False, ("TOPIC", "{ns}.trash", "READ")),
     (True, ("TRANSACTIONAL_ID", "{ns}.sec.deliver.", "WRITE")),
     (True, ("TOPIC", "{ns}.sec.deliver", "WRITE")),
-], ids=["consumer-group", "limiter-group", "trash", "output", "input", "retry-topic", "status", "cursors-read",
+], ids=["consumer-group", "limiter-claims", "trash", "output", "input", "retry-topic", "status", "cursors-read",
         "cursors-write", "reader-groups", "trash-read", "transactional-id", "output-in-a-transaction"])
 def test_a_missing_acl_stops_the_worker_with_one_line_naming_it(secured: BrokerInfo, su: Settings, tmp_path: Path,
                                                                  eos: bool, missing: tuple[str, str, str]) -> None:

@@ -56,12 +56,12 @@ def test_a_batch_node_also_reads_and_writes_cursors_and_feeds_its_own_input() ->
     }
 
 
-def test_a_limited_retrying_node_uses_its_retry_topic_and_the_limits_group() -> None:
+def test_a_limited_retrying_node_uses_its_retry_topic_and_the_limits_topic() -> None:
     assert _rights(_topology(), "enrich") == COMMON | {
         ("READ", "TOPIC", "LITERAL", "ns.shop.enrich"), ("READ", "GROUP", "LITERAL", "ns.shop.enrich"),
         ("READ", "TOPIC", "LITERAL", "ns.shop.enrich.retry"), ("WRITE", "TOPIC", "LITERAL", "ns.shop.enrich.retry"),
         ("WRITE", "TOPIC", "LITERAL", "ns.shop.deliver"),
-        ("READ", "TOPIC", "LITERAL", "ns.limits"), ("READ", "GROUP", "LITERAL", "ns.limits.erp"),
+        ("READ", "TOPIC", "LITERAL", "ns.limits"), ("WRITE", "TOPIC", "LITERAL", "ns.limits"),
     }
 
 

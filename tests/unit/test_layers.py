@@ -50,6 +50,7 @@ LAYERS: dict[str, int] = {
     "kstream.loader": 3,
     "kstream.batch": 3,
     "kstream.limits": 3,
+    "kstream.shares": 3,
     "kstream.dev": 3,
     "kstream.txns": 3,
     "kstream.avro_topics": 3,

@@ -14,7 +14,7 @@ from kstream.config import LimitSpec, Settings, load_settings
 from kstream.errors import ConfigError
 from kstream.limits import BURST, LIMITS_PARTITIONS, MAX_WAIT, GlobalRateLimiter, TokenBucket, limits_topic
 from kstream.provision import wanted
-from kstream.testing.memory import MemoryBroker, MemoryConsumer
+from kstream.testing.memory import MemoryBroker, MemoryProducer, MemoryTopicTail
 
 
 def calls_between(bucket: TokenBucket, start: float, end: float) -> list[float]:
@@ -110,42 +110,70 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> 
         time.sleep(0.005)
 
 
-def test_shares_follow_the_partitions_each_member_holds() -> None:
+class Calls:
+    """A thread calling through ``lim`` as fast as it admits, until stopped."""
+
+    def __init__(self, lim: GlobalRateLimiter) -> None:
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(lim,), daemon=True)
+        self._thread.start()
+
+    def _run(self, lim: GlobalRateLimiter) -> None:
+        while not self._stop.is_set():
+            lim.acquire()
+            self.count += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def test_shares_follow_who_has_work() -> None:
     broker = MemoryBroker()
     broker.create_topic(limits_topic("ns"), LIMITS_PARTITIONS)
-    groups: list[str] = []
 
-    def consumer(group: str) -> MemoryConsumer:
-        groups.append(group)
-        return MemoryConsumer(broker, group)
+    def limiter() -> GlobalRateLimiter:
+        return GlobalRateLimiter("erp", LimitSpec(rate=60, per=1.0), namespace="ns",
+                                 producer=lambda: MemoryProducer(broker), tail=lambda t: MemoryTopicTail(broker, t))
 
-    a, b = (GlobalRateLimiter("erp", LimitSpec(rate=60, per=1.0), namespace="ns", consumer=consumer) for _ in "ab")
+    a, b = limiter(), limiter()
+    callers: list[Calls] = []
     try:
-        # Given one member: it holds every partition and the whole rate
         a.start()
-        wait_for(lambda: a.share == 60.0, "a to own the whole rate")
-        # When a second joins, they split it; the sum never exceeds the limit
         b.start()
-        wait_for(lambda: a.owned == b.owned == 30, "an even split")
-        assert a.share + b.share == pytest.approx(60.0)
-        # When one leaves, the other takes it all over
+        wait_for(lambda: a.ready and b.ready, "both to read the claims")
+        # Given work only on a: it gets the whole rate, b (idle) none
+        callers.append(Calls(a))
+        wait_for(lambda: a.share == 60.0, "a to get the whole rate")
+        assert b.share == 0.0 and b.claim == 0.0
+        # When b gets work too, they split it; the sum never exceeds the limit
+        callers.append(Calls(b))
+        wait_for(lambda: a.share == b.share == 30.0, "an even split")
+        # When b stops calling, a gets it all back within about a second
+        callers.pop().stop()
+        wait_for(lambda: a.share == 60.0, "a to take b's share back", timeout=3.0)
+        # When b gets work again and then leaves, a gets it all back at once
+        callers.append(Calls(b))
+        wait_for(lambda: b.share == 30.0, "b to get its half again")
         b.close()
         wait_for(lambda: a.share == 60.0, "a to take over")
         assert b.share == 0.0
     finally:
+        for c in callers:
+            c.stop()
         a.close()
         b.close()
-    assert groups == ["ns.limits.erp", "ns.limits.erp"]
 
 
 def test_a_broken_coordination_stops_the_calls_and_keeps_retrying() -> None:
     attempts = threading.Semaphore(0)
 
-    def failing(group: str) -> MemoryConsumer:
+    def failing() -> MemoryProducer:
         attempts.release()
         raise OSError("no broker")
 
-    lim = GlobalRateLimiter("erp", LimitSpec(rate=10), namespace="ns", consumer=failing)
+    lim = GlobalRateLimiter("erp", LimitSpec(rate=10), namespace="ns", producer=failing,
+                            tail=lambda t: MemoryTopicTail(MemoryBroker(), t))
     lim.start()
     assert attempts.acquire(timeout=5)
     assert lim.rate == 0.0
@@ -185,6 +213,7 @@ def test_the_limits_topic_is_wanted_only_with_a_limited_node() -> None:
     settings = load_settings(environ={}, overrides={"namespace": "ns"})
     names = {w.name: w for w in wanted(_limited_topology(), settings)}
     assert names["ns.limits"].partitions == LIMITS_PARTITIONS
+    assert names["ns.limits"].config["retention.ms"] == "3600000"  # claims are read from the end
     plain = Topology("plain")
     plain.node("n", source="plain.in")(lambda v: None)
     assert "ns.limits" not in {w.name for w in wanted(plain, settings)}
