@@ -368,8 +368,8 @@ class GlobalRateLimiter:
                 tail.close()
 
     def _wake_if_share_grew(self) -> None:
-        """A claim settles (rule 2) or a view expires without any record arriving: the waiting
-        callers learn of a larger share now rather than after their wait (up to MAX_WAIT)."""
+        """A claim settles (rule 2) without any record arriving: the waiting callers learn of the
+        larger share now rather than after their wait (up to :data:`MAX_WAIT`)."""
         with self._cond:
             before = self._bucket.share
             self._refresh(self._clock())
