@@ -23,7 +23,7 @@ from kstream.kafka.confluent import (
 from kstream.kafka.port import TopicPartition
 from kstream.limits import GlobalRateLimiter, Limiter
 from kstream.naming import group_id
-from kstream.provision import retry_topic_of, wanted
+from kstream.provision import input_topics, retry_topic_of, wanted
 from kstream.runtime.processor import NodeProcessor
 from kstream.runtime.worker import State, Worker
 from kstream.topology import Topology
@@ -92,7 +92,7 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
         limiter=limits.get(node.limit) if node.limit else None,
     )
     consumer = KafkaConsumer(settings.bootstrap_servers, group, settings.kafka)
-    topics = [node.input_topic(ns)] + ([retry] if retry else [])
+    topics = input_topics(topology, name, ns)
     return Worker(processor, consumer, prod, topics=topics, settings=settings.runtime, stop=stop, retry_topic=retry,
                   transactions=prod if isinstance(prod, KafkaWorkerProducer) else None,
                   status_topic=_status_topic(settings, f"{topology.name}/{name}"),
@@ -224,8 +224,11 @@ def trash_store(settings: Settings, *, batch_size: int = 500) -> TrashStore:
     def transactional() -> KafkaTransactionalProducer:
         return KafkaTransactionalProducer(settings.bootstrap_servers, settings.kafka, f"{settings.namespace}.trash-tool")
 
+    def existing(names: Sequence[str]) -> list[str]:
+        return list(admin(settings).topics(names))
+
     return TrashStore(settings.trash_topic, KafkaTopicReader(settings.bootstrap_servers, settings.kafka), transactional,
-                      batch_size=batch_size)
+                      namespace=settings.namespace, existing=existing, batch_size=batch_size)
 
 
 class ReceiptProducer(KafkaProducer):

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from kstream.errors import ConfigError, DecodeError, NotFound
 from kstream.headers import RELEASE_OF, REPLAY_OF
 from kstream.kafka.port import TopicReader, TransactionalProducer, latest_by_key
+from kstream.naming import node_topic, replay_topic
 from kstream.trash import TrashCodec, TrashEntry
 
 log = logging.getLogger("kstream.trash")
@@ -95,11 +96,26 @@ def replay_headers(entry: TrashEntry) -> list[tuple[str, bytes | None]]:
     return [*((k, v) for k, v in entry.headers if k not in (REPLAY_OF, RELEASE_OF)), (REPLAY_OF, entry.id.encode())]
 
 
+def replay_target(entry: TrashEntry, namespace: str) -> str:
+    """Where a replay of ``entry`` goes: the input topic where it failed when kstream owns it
+    (``{ns}.{topology}.{node}``); otherwise (a ``source=`` node, whose topic other services
+    read too) the node's replay topic, which only the node's group reads."""
+    own = node_topic(namespace, entry.topology, entry.node)
+    return own if entry.topic == own else replay_topic(namespace, entry.topology, entry.node)
+
+
+Existing = Callable[[Sequence[str]], Iterable[str]]
+"""Which of the given topics exist (checked before a replay writes to them)."""
+
+
 class TrashStore:
     """Reads and changes the Trash topic.
 
     ``transactional`` builds the producer lazily: read-only uses (``list``, ``show``, dry runs)
-    never fence a running tool. Not thread-safe; one store per command.
+    never fence a running tool. ``namespace`` places replays (:func:`replay_target`);
+    ``existing``, when given, is asked before a replay or release whether its target topics
+    exist, so a missing replay topic is one clear error instead of a transaction that times out.
+    Not thread-safe; one store per command.
     """
 
     def __init__(
@@ -108,12 +124,16 @@ class TrashStore:
         reader: TopicReader,
         transactional: Callable[[], TransactionalProducer],
         *,
+        namespace: str,
+        existing: Existing | None = None,
         batch_size: int = 500,
         timeout: float = 60.0,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, not {batch_size}")
         self.topic = topic
+        self.namespace = namespace
+        self._existing = existing
         self._reader = reader
         self._make_producer = transactional
         self._producer: TransactionalProducer | None = None
@@ -176,17 +196,21 @@ class TrashStore:
         producer.commit(self._timeout)
         return edited
 
+    def target(self, entry: TrashEntry) -> str:
+        """The topic a replay of ``entry`` is written to (:func:`replay_target`)."""
+        return replay_target(entry, self.namespace)
+
     def replay(self, selection: Selection, *, dry_run: bool = False, progress: Progress | None = None) -> list[TrashEntry]:
-        """Produce each selected entry to the input topic where it failed and tombstone it, both
-        in one transaction per batch. Messages parked behind a replayed entry (a node with
+        """Produce each selected entry to the input of the node where it failed
+        (:func:`replay_target`) and tombstone it, both in one transaction per batch. Messages parked behind a replayed entry (a node with
         ``on_failure="park_key"``) follow it, in their original order. Returns the entries
         (to be) replayed."""
 
         def write(producer: TransactionalProducer, entry: TrashEntry, released_by: str | None) -> None:
-            producer.produce(entry.topic, entry.value, entry.key, replay_headers(entry))
+            producer.produce(self.target(entry), entry.value, entry.key, replay_headers(entry))
             producer.produce(self.topic, None, entry.id.encode(), None)
 
-        return self._apply(selection, write, dry_run=dry_run, progress=progress)
+        return self._apply(selection, write, dry_run=dry_run, progress=progress, writes_to=lambda _: True)
 
     def discard(self, selection: Selection, *, dry_run: bool = False, progress: Progress | None = None) -> list[TrashEntry]:
         """Tombstone the selected entries. Messages parked behind a discarded entry are
@@ -196,10 +220,11 @@ class TrashStore:
         def write(producer: TransactionalProducer, entry: TrashEntry, released_by: str | None) -> None:
             if released_by is not None:
                 headers = [*replay_headers(entry), (RELEASE_OF, released_by.encode())]
-                producer.produce(entry.topic, entry.value, entry.key, headers)
+                producer.produce(self.target(entry), entry.value, entry.key, headers)
             producer.produce(self.topic, None, entry.id.encode(), None)
 
-        return self._apply(selection, write, dry_run=dry_run, progress=progress)
+        return self._apply(selection, write, dry_run=dry_run, progress=progress,
+                           writes_to=lambda released_by: released_by is not None)
 
     def _with_parked(self, entries: list[TrashEntry]) -> list[tuple[TrashEntry, str | None]]:
         """Each entry followed by the entries parked behind it (original order), with the id of
@@ -225,11 +250,14 @@ class TrashStore:
         *,
         dry_run: bool,
         progress: Progress | None,
+        writes_to: Callable[[str | None], bool],
     ) -> list[TrashEntry]:
+        """``writes_to(released_by)``: whether ``write`` produces the entry to its target topic."""
         if dry_run:
             return [e for e, _ in self._with_parked(self.select(selection))]
         producer = self._txn()  # before reading: see the module docstring
         steps = self._with_parked(self.select(selection))
+        self._check_targets({self.target(e) for e, released_by in steps if writes_to(released_by)})
         entries = [e for e, _ in steps]
         total = len(steps)
         for start in range(0, total, self._batch_size):
@@ -245,6 +273,14 @@ class TrashStore:
             if progress is not None:
                 progress(start + len(batch), total)
         return entries
+
+    def _check_targets(self, topics: set[str]) -> None:
+        if self._existing is None or not topics:
+            return
+        missing = sorted(topics - set(self._existing(sorted(topics))))
+        if missing:
+            raise NotFound(f"replay target topic {', '.join(missing)} does not exist: "
+                           "`kstream topics apply APP` creates it (nothing was replayed)")
 
     def close(self) -> None:
         if self._producer is not None:

@@ -14,7 +14,7 @@ from kstream.cli.common import Options, app_argument, pass_options, topology_of
 from kstream.kafka.confluent import KafkaAdmin
 from kstream.kafka.port import Admin, GroupLag
 from kstream.naming import group_id
-from kstream.provision import retry_topic_of, wanted
+from kstream.provision import input_topics, wanted
 from kstream.runtime.status import LIVE_FOR, in_flight_by_node
 from kstream.topology import Topology
 from kstream.txns import Hanging, remedy
@@ -74,9 +74,7 @@ def measure(client: Admin, topology: Topology, namespace: str, interval: float) 
     """Lag of every node (topology order), with rates over ``interval`` seconds (0: no rates)."""
     targets = []
     for name in topology.order():
-        node = topology.nodes[name]
-        retry = retry_topic_of(topology, name, namespace)
-        targets.append((name, group_id(namespace, topology.name, name), [node.input_topic(namespace), *([retry] if retry else [])]))
+        targets.append((name, group_id(namespace, topology.name, name), input_topics(topology, name, namespace)))
     started = time.monotonic()
     first = [_sample(client, group, topics) for _, group, topics in targets]
     if interval <= 0:

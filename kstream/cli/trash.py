@@ -184,7 +184,7 @@ def _bulk(options: Options, verb: str, *, ids: tuple[str, ...], flt: TrashFilter
         store.close()
     if dry_run:
         for e in entries:
-            click.echo(f"{e.id}  {e.topology}/{e.node} -> {e.topic}  {e.error_type}")
+            click.echo(f"{e.id}  {e.topology}/{e.node} -> {store.target(e)}  {e.error_type}")
         click.echo(f"would {verb} {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} (dry run)")
     else:
         click.echo(f"{_PAST[verb]} {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
