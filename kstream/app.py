@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from kstream.batch import BatchRunner, read_cursor_changes
+from kstream.batch import BatchRunner, CursorView
 from kstream.config import Settings
 from kstream.errors import BrokerError, ConfigError, KstreamError
 from kstream.kafka.confluent import (
@@ -79,9 +79,10 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
     retry = retry_topic_of(topology, node.name, ns)
     batch = None
     if node.batch is not None:
-        reader = KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
+        cursors = CursorView(KafkaTopicReader(settings.bootstrap_servers, settings.kafka).follow(settings.cursors_topic),
+                             topology=topology.name, node=name)
         batch = BatchRunner(topology=topology.name, node=name, spec=node.batch, cursors_topic=settings.cursors_topic,
-                            load=lambda: read_cursor_changes(reader, settings.cursors_topic, topology=topology.name, node=name))
+                            load=cursors.lookup)
     parked = None
     if node.on_failure == "park_key":
         parked = blocking_keys(KafkaTopicReader(settings.bootstrap_servers, settings.kafka), settings.trash_topic,
@@ -218,7 +219,7 @@ def hanging_monitor(topology: Topology, settings: Settings, stop: threading.Even
                           interval=rt.hanging_check_interval, after=rt.hanging_after, stop=stop)
 
 
-def trash_store(settings: Settings, *, batch_size: int = 500) -> TrashStore:
+def trash_store(settings: Settings, *, batch_size: int = 500, timeout: float = 60.0) -> TrashStore:
     """The Trash tools' store: a ``read_committed`` reader and one transactional producer whose
     stable id (``{ns}.trash-tool``) lets each run fence an earlier, killed one."""
     def transactional() -> KafkaTransactionalProducer:
@@ -228,7 +229,7 @@ def trash_store(settings: Settings, *, batch_size: int = 500) -> TrashStore:
         return list(admin(settings).topics(names))
 
     return TrashStore(settings.trash_topic, KafkaTopicReader(settings.bootstrap_servers, settings.kafka), transactional,
-                      namespace=settings.namespace, existing=existing, batch_size=batch_size)
+                      namespace=settings.namespace, existing=existing, batch_size=batch_size, timeout=timeout)
 
 
 class ReceiptProducer(KafkaProducer):

@@ -33,7 +33,15 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from confluent_kafka.admin import NewTopic as CkNewTopic  # type: ignore[attr-defined]
 
 from kstream.errors import BrokerError, BrokerUnavailable, TransactionInDoubt
-from kstream.kafka.port import GroupLag, NewTopic, PartitionEnds, RebalanceCallback, TopicPartition, TopicState
+from kstream.kafka.port import (
+    GroupLag,
+    NewTopic,
+    PartitionEnds,
+    ReadProgress,
+    RebalanceCallback,
+    TopicPartition,
+    TopicState,
+)
 from kstream.types import HeaderList, Record
 
 CONSUMER_DEFAULTS: dict[str, str] = {
@@ -539,67 +547,108 @@ class KafkaAdmin:
 
 
 class KafkaTopicReader:
-    """:class:`kstream.kafka.port.TopicReader`: an assigned (group-less) ``read_committed`` consumer.
-
-    The end of each partition is where librdkafka reports partition EOF: under ``read_committed``
-    that is the last stable offset, so an open transaction is neither waited for nor returned.
-    """
+    """:class:`kstream.kafka.port.TopicReader`: assigned (group-less) ``read_committed`` consumers."""
 
     def __init__(self, bootstrap: str, kafka: Mapping[str, str]) -> None:
         self._bootstrap = bootstrap
         self._kafka = dict(kafka)
 
-    def read_compacted(self, topic: str, timeout: float) -> list[Record]:
-        conf = _config({}, self._kafka, {
-            "bootstrap.servers": self._bootstrap, "group.id": f"kstream-reader-{time.time_ns()}",
+    def read_compacted(self, topic: str, timeout: float, progress: ReadProgress | None = None) -> list[Record]:
+        follower = self.follow(topic)
+        try:
+            return follower.read_new(timeout, progress)
+        finally:
+            follower.close()
+
+    def follow(self, topic: str) -> KafkaTopicFollower:
+        return KafkaTopicFollower(self._bootstrap, self._kafka, topic)
+
+
+class KafkaTopicFollower:
+    """:class:`kstream.kafka.port.TopicFollower`: one assigned ``read_committed`` consumer kept open.
+
+    The end of a partition is its high watermark, or where librdkafka reports partition EOF:
+    under ``read_committed`` that is the last stable offset, so an open transaction is neither
+    waited for nor returned. EOF is reported once per end reached, so the offset it was reported
+    at is kept: a partition still there at the next call is already read to its end.
+    """
+
+    _PROGRESS_EVERY = 0.25  # seconds between progress calls
+
+    def __init__(self, bootstrap: str, kafka: Mapping[str, str], topic: str) -> None:
+        conf = _config({}, kafka, {
+            "bootstrap.servers": bootstrap, "group.id": f"kstream-reader-{time.time_ns()}",
             "enable.auto.commit": "false", "enable.partition.eof": "true",
             "isolation.level": "read_committed", "auto.offset.reset": "earliest",
         })
         conf.pop("group.protocol", None)
-        consumer = confluent_kafka.Consumer(conf)
+        self.topic = topic
+        self._consumer = confluent_kafka.Consumer(conf)
+        self._next: dict[int, int] | None = None
+        """Per partition, the offset after the last record (or end) seen; None before assignment."""
+        self._eof: dict[int, int] = {}
+
+    def read_new(self, timeout: float, progress: ReadProgress | None = None) -> list[Record]:
         deadline = time.monotonic() + timeout
         try:
-            meta = consumer.list_topics(topic, timeout=timeout)
-            tmeta = meta.topics.get(topic)
+            return self._read(deadline, timeout, progress)
+        except KafkaException as exc:
+            raise broker_error(exc, f"reading {self.topic} failed") from None
+
+    def _read(self, deadline: float, timeout: float, progress: ReadProgress | None) -> list[Record]:
+        if self._next is None:
+            meta = self._consumer.list_topics(self.topic, timeout=timeout)
+            tmeta = meta.topics.get(self.topic)
             if tmeta is None or tmeta.error is not None or not tmeta.partitions:
                 return []
-            pending = {p for p in sorted(tmeta.partitions) if self._has_records(consumer, topic, p, deadline)}
+            lows = {p: self._watermarks(p, deadline)[0] for p in sorted(tmeta.partitions)}
+            self._consumer.assign([CkTopicPartition(self.topic, p, confluent_kafka.OFFSET_BEGINNING) for p in lows])
+            self._next = lows
+        positions = self._next
+        ends = {p: self._watermarks(p, deadline)[1] for p in positions}
+        pending = {p for p, end in ends.items() if positions[p] < end and self._eof.get(p) != positions[p]}
+        start, total = dict(positions), sum(max(0, ends[p] - positions[p]) for p in pending)
+        out: list[Record] = []
+        reported = time.monotonic()
+        while True:
+            # Without pending partitions, one pass that does not wait takes what was fetched already.
+            for m in self._consumer.consume(1000, 0.2 if pending else 0.0):
+                err, p = m.error(), int(m.partition() or 0)
+                if err is None:
+                    out.append(cast(Record, m))
+                    positions[p] = int(m.offset() or 0) + 1
+                    if positions[p] >= ends.get(p, 0):
+                        pending.discard(p)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    positions[p] = self._eof[p] = max(positions[p], int(m.offset() or 0))
+                    pending.discard(p)
+                else:
+                    _error_event(err)
+            now = time.monotonic()
+            if progress is not None and (not pending or now - reported >= self._PROGRESS_EVERY):
+                reported = now
+                progress(min(total, sum(positions[p] - start[p] for p in ends)), total)
             if not pending:
-                return []
-            consumer.assign([CkTopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in sorted(pending)])
-            out: list[Record] = []
-            while pending:
-                if time.monotonic() > deadline:
-                    raise BrokerError(f"reading {topic} did not reach its end within {timeout:g} s")
-                for m in consumer.consume(1000, 0.2):
-                    err = m.error()
-                    if err is None:
-                        out.append(cast(Record, m))
-                    elif err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(m.partition())
-                    else:
-                        _error_event(err)
-            return out
-        except KafkaException as exc:
-            raise broker_error(exc, f"reading {topic} failed") from None
-        finally:
-            consumer.close()
+                return out
+            if now > deadline:
+                raise BrokerError(f"reading {self.topic} did not reach its end within {timeout:g} s")
 
-
-    @staticmethod
-    def _has_records(consumer: Any, topic: str, partition: int, deadline: float) -> bool:
+    def _watermarks(self, partition: int, deadline: float) -> tuple[int, int]:
         # Right after a topic is created its leader may not be known yet: retry until the deadline.
         while True:
             try:
-                low, high = consumer.get_watermark_offsets(
-                    CkTopicPartition(topic, partition), timeout=max(0.5, deadline - time.monotonic()), cached=False)
-                return bool(high > low)
+                low, high = self._consumer.get_watermark_offsets(
+                    CkTopicPartition(self.topic, partition), timeout=max(0.5, deadline - time.monotonic()), cached=False)
+                return int(low), int(high)
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
                 retry = isinstance(err, KafkaError) and (err.retriable() or err.code() in _RETRYABLE)
                 if not retry or time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 class KafkaTransactionalProducer(_TransactionalProducer):
