@@ -21,7 +21,7 @@ from kstream.trash_store import Progress, Selection, TrashFilter, TrashStore, pa
 
 
 @click.group()
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True, metavar="SECONDS",
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, metavar="SECONDS",
               help="Deadline to read the Trash topic to its end (and for each transaction).")
 @click.pass_context
 def trash(ctx: click.Context, timeout: float) -> None:
