@@ -567,10 +567,10 @@ class KafkaTopicReader:
 class KafkaTopicFollower:
     """:class:`kstream.kafka.port.TopicFollower`: one assigned ``read_committed`` consumer kept open.
 
-    The end of a partition is its high watermark, or where librdkafka reports partition EOF:
-    under ``read_committed`` that is the last stable offset, so an open transaction is neither
-    waited for nor returned. EOF is reported once per end reached, so the offset it was reported
-    at is kept: a partition still there at the next call is already read to its end.
+    Where each partition ends is asked of an admin client (its last stable offset, one request
+    for the topic): the consumer's own connection may be holding a long-poll fetch, behind which
+    an offsets request would wait. Partition EOF (which ``read_committed`` reports at the last
+    stable offset) moves the position there, past transaction markers and aborted records.
     """
 
     _PROGRESS_EVERY = 0.25  # seconds between progress calls
@@ -584,9 +584,9 @@ class KafkaTopicFollower:
         conf.pop("group.protocol", None)
         self.topic = topic
         self._consumer = confluent_kafka.Consumer(conf)
+        self._admin = KafkaAdmin(bootstrap, kafka)
         self._next: dict[int, int] | None = None
         """Per partition, the offset after the last record (or end) seen; None before assignment."""
-        self._eof: dict[int, int] = {}
 
     def read_new(self, timeout: float, progress: ReadProgress | None = None) -> list[Record]:
         deadline = time.monotonic() + timeout
@@ -596,18 +596,17 @@ class KafkaTopicFollower:
             raise broker_error(exc, f"reading {self.topic} failed") from None
 
     def _read(self, deadline: float, timeout: float, progress: ReadProgress | None) -> list[Record]:
+        ends = self._ends(deadline)
         if self._next is None:
-            meta = self._consumer.list_topics(self.topic, timeout=timeout)
-            tmeta = meta.topics.get(self.topic)
-            if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+            if not ends:
                 return []
-            lows = {p: self._watermarks(p, deadline)[0] for p in sorted(tmeta.partitions)}
+            # before assign: no fetch is in flight yet on the consumer's connection
+            lows = {p: self._watermarks(p, deadline)[0] for p in sorted(ends)}
             self._consumer.assign([CkTopicPartition(self.topic, p, confluent_kafka.OFFSET_BEGINNING) for p in lows])
             self._next = lows
         positions = self._next
-        ends = {p: self._watermarks(p, deadline)[1] for p in positions}
-        pending = {p for p, end in ends.items() if positions[p] < end and self._eof.get(p) != positions[p]}
-        start, total = dict(positions), sum(max(0, ends[p] - positions[p]) for p in pending)
+        pending = {p for p, end in ends.items() if p in positions and positions[p] < end}
+        start, total = dict(positions), sum(ends[p] - positions[p] for p in pending)
         out: list[Record] = []
         reported = time.monotonic()
         while True:
@@ -617,21 +616,32 @@ class KafkaTopicFollower:
                 if err is None:
                     out.append(cast(Record, m))
                     positions[p] = int(m.offset() or 0) + 1
-                    if positions[p] >= ends.get(p, 0):
-                        pending.discard(p)
                 elif err.code() == KafkaError._PARTITION_EOF:
-                    positions[p] = self._eof[p] = max(positions[p], int(m.offset() or 0))
-                    pending.discard(p)
+                    positions[p] = max(positions[p], int(m.offset() or 0))
                 else:
                     _error_event(err)
+                    continue
+                if positions[p] >= ends.get(p, 0):  # (an EOF left over from an earlier end is not this end)
+                    pending.discard(p)
             now = time.monotonic()
             if progress is not None and (not pending or now - reported >= self._PROGRESS_EVERY):
                 reported = now
-                progress(min(total, sum(positions[p] - start[p] for p in ends)), total)
+                progress(min(total, sum(positions[p] - start[p] for p in ends if p in positions)), total)
             if not pending:
                 return out
             if now > deadline:
                 raise BrokerError(f"reading {self.topic} did not reach its end within {timeout:g} s")
+
+    def _ends(self, deadline: float) -> dict[int, int]:
+        """Partition -> last stable offset; empty while the topic does not exist."""
+        # Right after a topic is created its leaders may not be known yet: retry until the deadline.
+        while True:
+            try:
+                return {e.partition: e.stable for e in self._admin.stable_offsets([self.topic])}
+            except BrokerError as exc:
+                if not exc.retryable or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def _watermarks(self, partition: int, deadline: float) -> tuple[int, int]:
         # Right after a topic is created its leader may not be known yet: retry until the deadline.
