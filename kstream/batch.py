@@ -144,8 +144,10 @@ def read_cursors(reader: TopicReader, topic: str, *, topology: str | None = None
                  timeout: float = 30.0, progress: ReadProgress | None = None) -> list[CursorState]:
     """Current cursor states on the compacted topic (latest per key, tombstones dropped)."""
     codec = CursorCodec()
-    # keys are topology/node/scope: skip other nodes' records without decoding them
-    prefix = b"" if topology is None else cursor_key(topology, node, "").encode() if node is not None else f"{topology}/".encode()
+    # keys are topology/node/scope: other topologies' and nodes' records are skipped undecoded
+    prefix = b""
+    if topology is not None:
+        prefix = (cursor_key(topology, node, "") if node is not None else f"{topology}/").encode()
     latest = latest_by_key(reader.read_compacted(topic, timeout, progress))
     states = [codec.decode(v) for k, r in latest.items() if k.startswith(prefix) and (v := r.value()) is not None]
     return [s for s in states if (topology is None or s.topology == topology) and (node is None or s.node == node)]

@@ -147,8 +147,8 @@ class TrashStore:
     def entries(self, flt: TrashFilter | None = None, progress: ReadProgress | None = None) -> list[TrashEntry]:
         """The unresolved entries (latest value per id, tombstones dropped), oldest failure first.
 
-        Only records that can match ``flt`` are decoded (:func:`kstream.trash.may_contain`): a filtered listing of
-        a large Trash costs one read of the topic, not one decode per entry."""
+        Only records that can match ``flt`` are decoded (:func:`kstream.trash.may_contain`): a
+        listing of one node of a large Trash costs one read of the topic, not a decode per entry."""
         return self._entries(self._latest(progress), flt)
 
     def _entries(self, latest: dict[bytes, bytes], flt: TrashFilter | None) -> list[TrashEntry]:
@@ -218,9 +218,10 @@ class TrashStore:
     def replay(self, selection: Selection, *, dry_run: bool = False, progress: Progress | None = None,
                reading: ReadProgress | None = None) -> list[TrashEntry]:
         """Produce each selected entry to the input of the node where it failed
-        (:func:`replay_target`) and tombstone it, both in one transaction per batch. Messages parked behind a replayed entry (a node with
-        ``on_failure="park_key"``) follow it, in their original order. Returns the entries
-        (to be) replayed. ``reading`` follows the read of the Trash topic."""
+        (:func:`replay_target`) and tombstone it, both in one transaction per batch. Messages
+        parked behind a replayed entry (a node with ``on_failure="park_key"``) follow it, in
+        their original order. Returns the entries (to be) replayed. ``reading`` follows the read
+        of the Trash topic."""
 
         def write(producer: TransactionalProducer, entry: TrashEntry, released_by: str | None) -> None:
             producer.produce(self.target(entry), entry.value, entry.key, replay_headers(entry))
