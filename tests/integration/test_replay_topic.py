@@ -55,11 +55,14 @@ class OtherService:
                                    "auto.offset.reset": "earliest"})
         self._consumer.subscribe([topic])
 
-    def read_for(self, seconds: float) -> None:
-        """Read whatever arrives for ``seconds`` (a replay would arrive within them)."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+    def read(self, count: int, *, timeout: float, settle: float) -> None:
+        """Read until ``count`` records arrived (or the deadline), then ``settle`` seconds more
+        to catch any extra one (a replay)."""
+        deadline, settle_until = time.monotonic() + timeout, None
+        while time.monotonic() < (settle_until or deadline):
             self.seen.extend(m for m in self._consumer.consume(500, 0.2) if m.error() is None)
+            if settle_until is None and len(self.seen) >= count:
+                settle_until = time.monotonic() + settle
 
     def close(self) -> None:
         self._consumer.close()
@@ -100,7 +103,7 @@ def test_replay_of_a_source_node_goes_to_its_replay_topic_not_the_shared_topic(s
             assert Counter(v["id"] for v in jsons(done)) == Counter(range(20))
             assert calls[7] == calls_before + 1
         # And the other service's group on the external topic saw the 20 originals and no replay
-        other.read_for(5.0)
+        other.read(20, timeout=60, settle=5.0)
         assert len(other.seen) == 20
         assert sorted(orjson.loads(m.value())["id"] for m in other.seen) == list(range(20))
         assert not any(dict(m.headers() or []).get("kstream-replay-of") for m in other.seen)
