@@ -567,10 +567,11 @@ class KafkaTopicReader:
 class KafkaTopicFollower:
     """:class:`kstream.kafka.port.TopicFollower`: one assigned ``read_committed`` consumer kept open.
 
-    Where each partition ends is asked of an admin client (its last stable offset, one request
-    for the topic): the consumer's own connection may be holding a long-poll fetch, behind which
-    an offsets request would wait. Partition EOF (which ``read_committed`` reports at the last
-    stable offset) moves the position there, past transaction markers and aborted records.
+    After the first read, where each partition ends is asked of an admin client (its last stable
+    offset, one request for the topic): the consumer's own connection may then be holding a
+    long-poll fetch, behind which an offsets request would wait ~``fetch.wait.max.ms``.
+    Partition EOF (which ``read_committed`` reports at the last stable offset) moves the position
+    there, past transaction markers and aborted records.
     """
 
     _PROGRESS_EVERY = 0.25  # seconds between progress calls
@@ -584,7 +585,8 @@ class KafkaTopicFollower:
         conf.pop("group.protocol", None)
         self.topic = topic
         self._consumer = confluent_kafka.Consumer(conf)
-        self._admin = KafkaAdmin(bootstrap, kafka)
+        self._bootstrap, self._kafka = bootstrap, dict(kafka)
+        self._admin: KafkaAdmin | None = None
         self._next: dict[int, int] | None = None
         """Per partition, the offset after the last record (or end) seen; None before assignment."""
 
@@ -596,14 +598,21 @@ class KafkaTopicFollower:
             raise broker_error(exc, f"reading {self.topic} failed") from None
 
     def _read(self, deadline: float, timeout: float, progress: ReadProgress | None) -> list[Record]:
-        ends = self._ends(deadline)
+        first = self._next is None
         if self._next is None:
-            if not ends:
+            meta = self._consumer.list_topics(self.topic, timeout=timeout)
+            tmeta = meta.topics.get(self.topic)
+            if tmeta is None or tmeta.error is not None or not tmeta.partitions:
                 return []
-            # before assign: no fetch is in flight yet on the consumer's connection
-            lows = {p: self._watermarks(p, deadline)[0] for p in sorted(ends)}
-            self._consumer.assign([CkTopicPartition(self.topic, p, confluent_kafka.OFFSET_BEGINNING) for p in lows])
-            self._next = lows
+            # Before assign no fetch is in flight, so the consumer's own offsets requests are quick.
+            # The first read ends at the high watermarks or at EOF, whichever comes first (EOF is
+            # at the last stable offset: an open transaction is not waited for).
+            marks = {p: self._watermarks(p, deadline) for p in sorted(tmeta.partitions)}
+            self._consumer.assign([CkTopicPartition(self.topic, p, confluent_kafka.OFFSET_BEGINNING) for p in marks])
+            self._next = {p: low for p, (low, _) in marks.items()}
+            ends = {p: high for p, (_, high) in marks.items()}
+        else:
+            ends = self._ends(deadline)
         positions = self._next
         pending = {p for p, end in ends.items() if p in positions and positions[p] < end}
         start, total = dict(positions), sum(ends[p] - positions[p] for p in pending)
@@ -618,6 +627,8 @@ class KafkaTopicFollower:
                     positions[p] = int(m.offset() or 0) + 1
                 elif err.code() == KafkaError._PARTITION_EOF:
                     positions[p] = max(positions[p], int(m.offset() or 0))
+                    if first:
+                        pending.discard(p)
                 else:
                     _error_event(err)
                     continue
@@ -637,6 +648,8 @@ class KafkaTopicFollower:
         # Right after a topic is created its leaders may not be known yet: retry until the deadline.
         while True:
             try:
+                if self._admin is None:
+                    self._admin = KafkaAdmin(self._bootstrap, self._kafka)
                 return {e.partition: e.stable for e in self._admin.stable_offsets([self.topic])}
             except BrokerError as exc:
                 if not exc.retryable or time.monotonic() > deadline:
