@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kstream.avro_topics import encoders, registry_of, with_avro_decoder
-from kstream.batch import BatchRunner, read_cursor_changes
+from kstream.batch import BatchRunner, CursorView
 from kstream.config import Settings
 from kstream.errors import AccessDenied, BrokerError, ConfigError, KstreamError
 from kstream.kafka.confluent import (
@@ -29,7 +29,7 @@ from kstream.kafka.port import TopicPartition
 from kstream.limits import GlobalRateLimiter, Limiter
 from kstream.metrics import Metrics
 from kstream.naming import group_id
-from kstream.provision import retry_topic_of, wanted
+from kstream.provision import input_topics, retry_topic_of, wanted
 from kstream.runtime.health import ClusterWatch, Health, HttpEndpoint
 from kstream.runtime.processor import NodeProcessor
 from kstream.runtime.worker import State, Worker
@@ -112,9 +112,10 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
     retry = retry_topic_of(topology, node.name, ns)
     batch = None
     if node.batch is not None:
-        reader = KafkaTopicReader(settings.bootstrap_servers, settings.client_properties())
+        cursors = CursorView(KafkaTopicReader(settings.bootstrap_servers, settings.client_properties()).follow(settings.cursors_topic),
+                             topology=topology.name, node=name)
         batch = BatchRunner(topology=topology.name, node=name, spec=node.batch, cursors_topic=settings.cursors_topic,
-                            load=lambda: read_cursor_changes(reader, settings.cursors_topic, topology=topology.name, node=name))
+                            load=cursors.lookup)
     parked = None
     if node.on_failure == "park_key":
         parked = blocking_keys(KafkaTopicReader(settings.bootstrap_servers, settings.client_properties()), settings.trash_topic,
@@ -131,7 +132,7 @@ def build_worker(topology: Topology, name: str, settings: Settings, stop: thread
         stats=metrics.node(topology.name, name) if metrics is not None else None, tracing=tracing,
     )
     consumer = KafkaConsumer(settings.bootstrap_servers, group, kafka)
-    topics = [node.input_topic(ns)] + ([retry] if retry else [])
+    topics = input_topics(topology, name, ns)
     return Worker(processor, consumer, prod, topics=topics, settings=settings.runtime, stop=stop, retry_topic=retry,
                   transactions=prod if isinstance(prod, KafkaWorkerProducer) else None,
                   status_topic=_status_topic(settings, f"{topology.name}/{name}"),
@@ -303,14 +304,17 @@ def hanging_monitor(topology: Topology, settings: Settings, stop: threading.Even
                           interval=rt.hanging_check_interval, after=rt.hanging_after, stop=stop, metrics=metrics)
 
 
-def trash_store(settings: Settings, *, batch_size: int = 500) -> TrashStore:
+def trash_store(settings: Settings, *, batch_size: int = 500, timeout: float = 60.0) -> TrashStore:
     """The Trash tools' store: a ``read_committed`` reader and one transactional producer whose
     stable id (``{ns}.trash-tool``) lets each run fence an earlier, killed one."""
     def transactional() -> KafkaTransactionalProducer:
         return KafkaTransactionalProducer(settings.bootstrap_servers, settings.client_properties(), f"{settings.namespace}.trash-tool")
 
+    def existing(names: Sequence[str]) -> list[str]:
+        return list(admin(settings).topics(names))
+
     return TrashStore(settings.trash_topic, KafkaTopicReader(settings.bootstrap_servers, settings.client_properties()), transactional,
-                      batch_size=batch_size)
+                      namespace=settings.namespace, existing=existing, batch_size=batch_size, timeout=timeout)
 
 
 class ReceiptProducer(KafkaProducer):

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from kstream.codecs import AvroCodec, from_json, to_json
 from kstream.context import Context, Emit, Raw
-from kstream.kafka.port import TopicReader, latest_by_key
+from kstream.kafka.port import ReadProgress, TopicFollower, TopicReader, latest_by_key
 from kstream.schemas import schema_path
 
 log = logging.getLogger("kstream.batch")
@@ -127,14 +127,13 @@ class CursorCache:
         with self._lock:
             self._states[state.scope] = state
 
-    def refresh(self, scope: str, states: Iterable[CursorState], resets: dict[str, datetime]) -> None:
-        """Take ``scope``'s state as read from the topic unless this worker wrote something
-        newer (its latest writes may not be visible yet); drop it when the topic holds a reset
-        (``kstream cursors reset``: a tombstone) newer than this worker's last write."""
-        fresh = next((s for s in states if s.scope == scope), None)
+    def refresh(self, scope: str, fresh: CursorState | None, reset: datetime | None) -> None:
+        """Take ``scope``'s state as read from the topic (``fresh``) unless this worker wrote
+        something newer (its latest writes may not be visible yet); drop it when the topic holds
+        a reset (``kstream cursors reset``: a tombstone, written at ``reset``) newer than this
+        worker's last write."""
         with self._lock:
             mine = self._states.get(scope)
-            reset = resets.get(scope)
             if reset is not None and (mine is None or mine.updated < reset):
                 self._states.pop(scope, None)
             elif fresh is not None and (mine is None or mine.updated <= fresh.updated):
@@ -142,33 +141,65 @@ class CursorCache:
 
 
 def read_cursors(reader: TopicReader, topic: str, *, topology: str | None = None, node: str | None = None,
-                 timeout: float = 30.0) -> list[CursorState]:
+                 timeout: float = 30.0, progress: ReadProgress | None = None) -> list[CursorState]:
     """Current cursor states on the compacted topic (latest per key, tombstones dropped)."""
-    return read_cursor_changes(reader, topic, topology=topology, node=node, timeout=timeout)[0]
-
-
-def read_cursor_changes(reader: TopicReader, topic: str, *, topology: str | None = None, node: str | None = None,
-                        timeout: float = 30.0) -> tuple[list[CursorState], dict[str, datetime]]:
-    """Cursor states, and when each reset scope (latest record a tombstone) of ``topology``/
-    ``node`` was reset."""
     codec = CursorCodec()
-    latest = latest_by_key(reader.read_compacted(topic, timeout))
-    states = [codec.decode(v) for r in latest.values() if (v := r.value()) is not None]
-    states = [s for s in states if (topology is None or s.topology == topology) and (node is None or s.node == node)]
-    resets: dict[str, datetime] = {}
-    if topology is not None and node is not None:
-        prefix = cursor_key(topology, node, "").encode()
-        for key, rec in latest.items():
-            if rec.value() is None and key.startswith(prefix):
-                resets[key[len(prefix):].decode()] = datetime.fromtimestamp(rec.timestamp()[1] / 1000, UTC)
-    return states, resets
+    # keys are topology/node/scope: other topologies' and nodes' records are skipped undecoded
+    prefix = b""
+    if topology is not None:
+        prefix = (cursor_key(topology, node, "") if node is not None else f"{topology}/").encode()
+    latest = latest_by_key(reader.read_compacted(topic, timeout, progress))
+    states = [codec.decode(v) for k, r in latest.items() if k.startswith(prefix) and (v := r.value()) is not None]
+    return [s for s in states if (topology is None or s.topology == topology) and (node is None or s.node == node)]
+
+
+Lookup = Callable[[str], tuple[CursorState | None, datetime | None]]
+"""A scope's state on the cursors topic, and when it was reset if its latest record is a tombstone."""
+
+
+class CursorView:
+    """The cursors of one batch node as its worker sees them on the topic: read once (at the
+    first lookup), then followed (:class:`kstream.kafka.port.TopicFollower`), so a lookup reads
+    only what was added since, however many scopes the topic holds. Only this node's records are
+    kept, undecoded until a scope is looked up. Thread-safe.
+
+    What another writer commits (``kstream cursors set/reset``) is seen by the next lookup once
+    the broker has it, as a fresh read would see it; while a transaction is open on a partition
+    (an exactly-once worker's), what follows it there comes with a later lookup.
+    """
+
+    def __init__(self, follower: TopicFollower, *, topology: str, node: str, timeout: float = 30.0) -> None:
+        self._follower = follower
+        self._prefix = cursor_key(topology, node, "").encode()
+        self._timeout = timeout
+        self._codec = CursorCodec()
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[bytes | None, int]] = {}
+        """scope -> (latest value, its timestamp in ms)."""
+
+    def lookup(self, scope: str) -> tuple[CursorState | None, datetime | None]:
+        """:data:`Lookup`. Raises :class:`kstream.errors.BrokerError` when the topic cannot be
+        read to its end within the timeout (the message is then retried like any failure)."""
+        with self._lock:
+            for rec in self._follower.read_new(self._timeout):
+                key = rec.key()
+                if key is not None and key.startswith(self._prefix):
+                    self._latest[key[len(self._prefix):].decode()] = (rec.value(), rec.timestamp()[1])
+            value, at = self._latest.get(scope, (None, None))
+        if value is not None:
+            return self._codec.decode(value), None
+        return None, (datetime.fromtimestamp(at / 1000, UTC) if at is not None else None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._follower.close()
 
 
 class BatchRunner:
     """Turns one message of a batch node into a page fetch, its outputs and cursor records."""
 
     def __init__(self, *, topology: str, node: str, spec: BatchSpec, cursors_topic: str,
-                 load: Callable[[], tuple[list[CursorState], dict[str, datetime]]]) -> None:
+                 load: Lookup) -> None:
         self.topology = topology
         self.node = node
         self.spec = spec
@@ -183,7 +214,7 @@ class BatchRunner:
         scope = ctx.key.decode() if ctx.key else ""
         cont = payload.get(CONTINUATION) if isinstance(payload, dict) else None
         if cont is None or scope not in self._loaded:  # a new run, or a scope new to this worker
-            self.cache.refresh(scope, *self._load())
+            self.cache.refresh(scope, *self._load(scope))
             self._loaded.add(scope)
         current = self.cache.get(scope)
         ctx.scope = scope

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from kstream.kafka.port import Admin, GroupLag
 from kstream.metrics import partition_lag
 from kstream.naming import group_id
-from kstream.provision import retry_topic_of
+from kstream.provision import input_topics
 from kstream.topology import Topology
 
 
@@ -63,9 +63,8 @@ class NodeLag:
 
 
 def node_topics(topology: Topology, name: str, namespace: str) -> list[str]:
-    """The topics a node's group reads: its input, and its retry topic if it has one."""
-    retry = retry_topic_of(topology, name, namespace)
-    return [topology.nodes[name].input_topic(namespace), *([retry] if retry else [])]
+    """The topics a node's group reads: its input, its retry topic, its replay topic (kstream.provision)."""
+    return input_topics(topology, name, namespace)
 
 
 def node_lag(admin: Admin, topology: Topology, name: str, namespace: str) -> list[GroupLag]:

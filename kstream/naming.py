@@ -35,6 +35,12 @@ def retry_topic(namespace: str, topology: str, node: str) -> str:
     return f"{namespace}.{topology}.{node}.retry"
 
 
+def replay_topic(namespace: str, topology: str, node: str) -> str:
+    """Where Trash replays of a ``source=`` node go: its input belongs to others, and a replay
+    written there would reach every other group that reads it. Only the node's group reads this."""
+    return f"{namespace}.{topology}.{node}.replay"
+
+
 def group_id(namespace: str, topology: str, node: str) -> str:
     return f"{namespace}.{topology}.{node}"
 

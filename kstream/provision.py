@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from kstream.config import Settings
 from kstream.kafka.port import Admin, NewTopic, TopicState
 from kstream.limits import LIMITS_CONFIG, LIMITS_PARTITIONS, limits_topic
-from kstream.naming import retry_topic
+from kstream.naming import replay_topic, retry_topic
 from kstream.topology import Topology
 
 COMPACTED = {"cleanup.policy": "compact"}
@@ -65,18 +65,28 @@ def retry_topic_of(topology: Topology, name: str, namespace: str) -> str | None:
     return None
 
 
+def input_topics(topology: Topology, name: str, namespace: str) -> list[str]:
+    """Every topic node ``name``'s group reads: its input, its retry topic (if it retries through
+    one) and, for a ``source=`` node, its replay topic."""
+    node = topology.nodes[name]
+    retry = retry_topic_of(topology, name, namespace)
+    replay = replay_topic(namespace, topology.name, name) if node.source is not None else None
+    return [node.input_topic(namespace), *(t for t in (retry, replay) if t is not None)]
+
+
 def wanted(topology: Topology, settings: Settings) -> list[Want]:
     """Every topic the topology reads or writes, kstream's own first."""
     ns, topics = settings.namespace, settings.topics
     result: dict[str, Want] = {}
     for name in topology.order():
         node = topology.nodes[name]
+        parts, rf, config = topics.for_node(topology.name, name)
         if node.source is None:
-            parts, rf, config = topics.for_node(topology.name, name)
             result[node.input_topic(ns)] = Want(node.input_topic(ns), parts, rf, config)
+        else:  # replays of its failures go here, never to the shared source topic
+            result[replay_topic(ns, topology.name, name)] = Want(replay_topic(ns, topology.name, name), parts, rf, config)
         retry = retry_topic_of(topology, name, ns)
         if retry is not None:
-            parts, rf, config = topics.for_node(topology.name, name)
             result[retry] = Want(retry, parts, rf, config)
     for internal in (settings.trash_topic, settings.cursors_topic):
         result[internal] = Want(internal, topics.partitions, topics.replication_factor, dict(COMPACTED))

@@ -133,15 +133,26 @@ class TrashCodec:
         return TrashEntry.from_avro(self._avro.decode(data))
 
 
+def may_contain(value: bytes, *names: str | None) -> bool:
+    """False when an encoded entry cannot have these topology / node names, decided without
+    decoding it: Avro writes a string as its UTF-8 bytes, so each name must occur in the record."""
+    return all(name.encode() in value for name in names if name is not None)
+
+
 def blocking_keys(reader: TopicReader, topic: str, *, topology: str, node: str, timeout: float = 30.0) -> dict[bytes | None, str]:
     """For a node that parks keys: key -> id of the unresolved entry that blocks it (the latest
-    failure of the key that is not itself a parked message). Read when a worker starts, so
-    parking survives restarts."""
+    failure of the key that is not itself a parked message).
+
+    Read once, when a worker starts, so parking survives restarts; only entries that may be the
+    node's are decoded. From then on the node keeps the map itself (it adds what it trashes, and
+    a replay or release of the blocking entry lets the key go): it does not follow the topic,
+    because a replay's tombstone can be read before the replayed message arrives, and letting
+    the key go then would let later messages overtake it."""
     codec = TrashCodec()
     blocking: dict[bytes | None, TrashEntry] = {}
     for rec in latest_by_key(reader.read_compacted(topic, timeout)).values():
         value = rec.value()
-        if value is None:
+        if value is None or not may_contain(value, topology, node):
             continue
         entry = codec.decode(value)
         if entry.topology != topology or entry.node != node or entry.parked_behind is not None:

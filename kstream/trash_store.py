@@ -20,8 +20,9 @@ from datetime import UTC, datetime, timedelta
 
 from kstream.errors import ConfigError, DecodeError, NotFound
 from kstream.headers import DISCARD_TO, RELEASE_OF, REPLAY_OF
-from kstream.kafka.port import TopicReader, TransactionalProducer, latest_by_key
-from kstream.trash import TrashCodec, TrashEntry
+from kstream.kafka.port import ReadProgress, TopicReader, TransactionalProducer, latest_by_key
+from kstream.naming import node_topic, replay_topic
+from kstream.trash import TrashCodec, TrashEntry, may_contain
 
 log = logging.getLogger("kstream.trash")
 
@@ -95,11 +96,26 @@ def replay_headers(entry: TrashEntry) -> list[tuple[str, bytes | None]]:
     return [*((k, v) for k, v in entry.headers if k not in (REPLAY_OF, RELEASE_OF)), (REPLAY_OF, entry.id.encode())]
 
 
+def replay_target(entry: TrashEntry, namespace: str) -> str:
+    """Where a replay of ``entry`` goes: the input topic where it failed when kstream owns it
+    (``{ns}.{topology}.{node}``); otherwise (a ``source=`` node, whose topic other services
+    read too) the node's replay topic, which only the node's group reads."""
+    own = node_topic(namespace, entry.topology, entry.node)
+    return own if entry.topic == own else replay_topic(namespace, entry.topology, entry.node)
+
+
+Existing = Callable[[Sequence[str]], Iterable[str]]
+"""Which of the given topics exist (checked before a replay writes to them)."""
+
+
 class TrashStore:
     """Reads and changes the Trash topic.
 
     ``transactional`` builds the producer lazily: read-only uses (``list``, ``show``, dry runs)
-    never fence a running tool. Not thread-safe; one store per command.
+    never fence a running tool. ``namespace`` places replays (:func:`replay_target`);
+    ``existing``, when given, is asked before a replay or release whether its target topics
+    exist, so a missing replay topic is one clear error instead of a transaction that times out.
+    Not thread-safe; one store per command.
     """
 
     def __init__(
@@ -108,12 +124,17 @@ class TrashStore:
         reader: TopicReader,
         transactional: Callable[[], TransactionalProducer],
         *,
+        namespace: str,
+        existing: Existing | None = None,
         batch_size: int = 500,
         timeout: float = 60.0,
     ) -> None:
+        """``timeout``: the deadline of each read of the Trash topic and of each transaction."""
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, not {batch_size}")
         self.topic = topic
+        self.namespace = namespace
+        self._existing = existing
         self._reader = reader
         self._make_producer = transactional
         self._producer: TransactionalProducer | None = None
@@ -123,39 +144,53 @@ class TrashStore:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def entries(self, flt: TrashFilter | None = None) -> list[TrashEntry]:
-        """The unresolved entries (latest value per id, tombstones dropped), oldest failure first."""
+    def entries(self, flt: TrashFilter | None = None, progress: ReadProgress | None = None) -> list[TrashEntry]:
+        """The unresolved entries (latest value per id, tombstones dropped), oldest failure first.
+
+        Only records that can match ``flt`` are decoded (:func:`kstream.trash.may_contain`): a
+        listing of one node of a large Trash costs one read of the topic, not a decode per entry."""
+        return self._entries(self._latest(progress), flt)
+
+    def _entries(self, latest: dict[bytes, bytes], flt: TrashFilter | None) -> list[TrashEntry]:
         out = []
-        for key, rec in latest_by_key(self._reader.read_compacted(self.topic, self._timeout)).items():
-            value = rec.value()
-            if value is None:
+        for key, value in latest.items():
+            if flt is not None and not may_contain(value, flt.topology, flt.node):
                 continue
-            try:
-                entry = self._codec.decode(value)
-            except (DecodeError, ValueError, EOFError, KeyError) as exc:
-                log.warning("skipping trash record %r that does not decode: %s", key, exc)
-                continue
-            if flt is None or flt.matches(entry):
+            entry = self._decode(key, value)
+            if entry is not None and (flt is None or flt.matches(entry)):
                 out.append(entry)
         out.sort(key=lambda e: (e.last_failure, e.id))
         return out
 
-    def get(self, entry_id: str) -> TrashEntry:
-        return self._by_id(self.entries(), (entry_id,))[0]
+    def get(self, entry_id: str, progress: ReadProgress | None = None) -> TrashEntry:
+        """One entry; the topic is read once and only that entry decoded."""
+        return self.select(Selection(ids=(entry_id,)), progress)[0]
 
-    def select(self, selection: Selection) -> list[TrashEntry]:
+    def _latest(self, progress: ReadProgress | None) -> dict[bytes, bytes]:
+        """Key -> latest value of every unresolved entry, undecoded."""
+        latest = latest_by_key(self._reader.read_compacted(self.topic, self._timeout, progress))
+        return {key: value for key, rec in latest.items() if (value := rec.value()) is not None}
+
+    def _decode(self, key: bytes, value: bytes) -> TrashEntry | None:
+        try:
+            return self._codec.decode(value)
+        except (DecodeError, ValueError, EOFError, KeyError) as exc:
+            log.warning("skipping trash record %r that does not decode: %s", key, exc)
+            return None
+
+    def select(self, selection: Selection, progress: ReadProgress | None = None) -> list[TrashEntry]:
         """The selected entries; raises :class:`NotFound` naming every unknown id."""
-        if selection.ids:
-            return self._by_id(self.entries(), selection.ids)
-        return self.entries(selection.filter)
+        return self._select(self._latest(progress), selection)
 
-    @staticmethod
-    def _by_id(entries: Sequence[TrashEntry], ids: Sequence[str]) -> list[TrashEntry]:
-        index = {e.id: e for e in entries}
-        missing = [i for i in ids if i not in index]
+    def _select(self, latest: dict[bytes, bytes], selection: Selection) -> list[TrashEntry]:
+        if not selection.ids:
+            return self._entries(latest, selection.filter)
+        found = {i: e for i in dict.fromkeys(selection.ids)
+                 if (value := latest.get(i.encode())) is not None and (e := self._decode(i.encode(), value)) is not None}
+        missing = [i for i in selection.ids if i not in found]
         if missing:
             raise NotFound(f"no trash entry {', '.join(missing)}")
-        return [index[i] for i in dict.fromkeys(ids)]
+        return list(found.values())
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -176,19 +211,27 @@ class TrashStore:
         producer.commit(self._timeout)
         return edited
 
-    def replay(self, selection: Selection, *, dry_run: bool = False, progress: Progress | None = None) -> list[TrashEntry]:
-        """Produce each selected entry to the input topic where it failed and tombstone it, both
-        in one transaction per batch. Messages parked behind a replayed entry (a node with
-        ``on_failure="park_key"``) follow it, in their original order. Returns the entries
-        (to be) replayed."""
+    def target(self, entry: TrashEntry) -> str:
+        """The topic a replay of ``entry`` is written to (:func:`replay_target`)."""
+        return replay_target(entry, self.namespace)
+
+    def replay(self, selection: Selection, *, dry_run: bool = False, progress: Progress | None = None,
+               reading: ReadProgress | None = None) -> list[TrashEntry]:
+        """Produce each selected entry to the input of the node where it failed
+        (:func:`replay_target`) and tombstone it, both in one transaction per batch. Messages
+        parked behind a replayed entry (a node with ``on_failure="park_key"``) follow it, in
+        their original order. Returns the entries (to be) replayed. ``reading`` follows the read
+        of the Trash topic."""
 
         def write(producer: TransactionalProducer, entry: TrashEntry, released_by: str | None) -> None:
-            producer.produce(entry.topic, entry.value, entry.key, replay_headers(entry))
+            producer.produce(self.target(entry), entry.value, entry.key, replay_headers(entry))
             producer.produce(self.topic, None, entry.id.encode(), None)
 
-        return self._apply(selection, write, dry_run=dry_run, progress=progress)
+        return self._apply(selection, write, dry_run=dry_run, progress=progress, reading=reading,
+                           writes_to=lambda _: True)
 
-    def discard(self, selection: Selection, *, dry_run: bool = False, progress: Progress | None = None) -> list[TrashEntry]:
+    def discard(self, selection: Selection, *, dry_run: bool = False, progress: Progress | None = None,
+                reading: ReadProgress | None = None) -> list[TrashEntry]:
         """Tombstone the selected entries. Messages parked behind a discarded entry are
         released: replayed in their original order, marked ``kstream-release-of`` so the node
         lets their key flow again. Returns the entries (to be) discarded or released."""
@@ -196,21 +239,24 @@ class TrashStore:
         def write(producer: TransactionalProducer, entry: TrashEntry, released_by: str | None) -> None:
             if released_by is not None:
                 headers = [*replay_headers(entry), (RELEASE_OF, released_by.encode())]
-                producer.produce(entry.topic, entry.value, entry.key, headers)
+                producer.produce(self.target(entry), entry.value, entry.key, headers)
             inbox = next((v for k, v in entry.headers if k == DISCARD_TO and v), None)
             if inbox is not None and entry.value is not None:  # a workflow step: its orchestrator moves on
                 producer.produce(inbox.decode(), b'{"type":"discarded","command":' + entry.value + b"}", entry.key, None)
             producer.produce(self.topic, None, entry.id.encode(), None)
 
-        return self._apply(selection, write, dry_run=dry_run, progress=progress)
+        return self._apply(selection, write, dry_run=dry_run, progress=progress, reading=reading,
+                           writes_to=lambda released_by: released_by is not None)
 
-    def _with_parked(self, entries: list[TrashEntry]) -> list[tuple[TrashEntry, str | None]]:
+    def _with_parked(self, latest: dict[bytes, bytes], entries: list[TrashEntry]) -> list[tuple[TrashEntry, str | None]]:
         """Each entry followed by the entries parked behind it (original order), with the id of
-        the entry that releases them."""
+        the entry that releases them. Parked entries belong to their blocking entry's node, so
+        only entries of the nodes in ``entries`` are decoded."""
         behind: dict[str, list[TrashEntry]] = {}
-        for e in self.entries():
-            if e.parked_behind is not None:
-                behind.setdefault(e.parked_behind, []).append(e)
+        for topology, node in sorted({(e.topology, e.node) for e in entries}):
+            for e in self._entries(latest, TrashFilter(topology=topology, node=node)):
+                if e.parked_behind is not None:
+                    behind.setdefault(e.parked_behind, []).append(e)
         chosen = {e.id for e in entries}
         out: list[tuple[TrashEntry, str | None]] = []
         for e in entries:
@@ -228,11 +274,17 @@ class TrashStore:
         *,
         dry_run: bool,
         progress: Progress | None,
+        reading: ReadProgress | None,
+        writes_to: Callable[[str | None], bool],
     ) -> list[TrashEntry]:
+        """``writes_to(released_by)``: whether ``write`` produces the entry to its target topic."""
         if dry_run:
-            return [e for e, _ in self._with_parked(self.select(selection))]
+            latest = self._latest(reading)
+            return [e for e, _ in self._with_parked(latest, self._select(latest, selection))]
         producer = self._txn()  # before reading: see the module docstring
-        steps = self._with_parked(self.select(selection))
+        latest = self._latest(reading)
+        steps = self._with_parked(latest, self._select(latest, selection))
+        self._check_targets({self.target(e) for e, released_by in steps if writes_to(released_by)})
         entries = [e for e, _ in steps]
         total = len(steps)
         for start in range(0, total, self._batch_size):
@@ -248,6 +300,14 @@ class TrashStore:
             if progress is not None:
                 progress(start + len(batch), total)
         return entries
+
+    def _check_targets(self, topics: set[str]) -> None:
+        if self._existing is None or not topics:
+            return
+        missing = sorted(topics - set(self._existing(sorted(topics))))
+        if missing:
+            raise NotFound(f"replay target topic {', '.join(missing)} does not exist: "
+                           "`kstream topics apply APP` creates it (nothing was replayed)")
 
     def close(self) -> None:
         if self._producer is not None:

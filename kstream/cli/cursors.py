@@ -24,6 +24,7 @@ import click
 from kstream.app import admin, cursor_reader, producer
 from kstream.batch import CursorCodec, CursorState, cursor_key, read_cursors
 from kstream.cli.common import Options, app_argument, pass_options, topology_of
+from kstream.cli.progress import ProgressLine
 from kstream.config import Settings
 from kstream.errors import BrokerError, ConfigError, NotFound
 from kstream.kafka.port import Producer
@@ -50,8 +51,12 @@ def _batch_nodes(topology: Topology) -> list[str]:
 
 
 def _states(settings: Settings, topology: Topology, node: str | None = None) -> list[CursorState]:
-    states = read_cursors(cursor_reader(settings), settings.cursors_topic, topology=topology.name, node=node,
-                          timeout=READ_TIMEOUT)
+    reading = ProgressLine(f"reading {settings.cursors_topic}")
+    try:
+        states = read_cursors(cursor_reader(settings), settings.cursors_topic, topology=topology.name, node=node,
+                              timeout=READ_TIMEOUT, progress=reading)
+    finally:
+        reading.close()
     order = {n: i for i, n in enumerate(topology.order())}
     return sorted(states, key=lambda s: (order.get(s.node, len(order)), s.scope))
 

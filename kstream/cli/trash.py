@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,14 +14,41 @@ import click
 from kstream.app import trash_store
 from kstream.avro_topics import avro_as_json, json_to_avro
 from kstream.cli.common import Options, pass_options, topology_of
+from kstream.cli.progress import ProgressLine
+from kstream.config import Settings
 from kstream.errors import ConfigError, DecodeError
+from kstream.kafka.port import ReadProgress
 from kstream.trash import TrashEntry
-from kstream.trash_store import Selection, TrashFilter, TrashStore, parse_time, summary
+from kstream.trash_store import Progress, Selection, TrashFilter, TrashStore, parse_time, summary
 
 
 @click.group()
-def trash() -> None:
-    """Inspect, fix, replay and discard messages that failed (the Trash)."""
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, metavar="SECONDS",
+              help="Deadline to read the Trash topic to its end (and for each transaction).")
+@click.pass_context
+def trash(ctx: click.Context, timeout: float) -> None:
+    """Inspect, fix, replay and discard messages that failed (the Trash).
+
+    Every command reads the whole Trash topic once; on a large Trash, progress shows on stderr
+    (at once on a terminal, otherwise after 2 s).
+    """
+    ctx.meta[_TIMEOUT] = timeout
+
+
+_TIMEOUT = "kstream.trash.timeout"
+
+
+@contextmanager
+def _store(options: Options, *, batch_size: int = 500) -> Iterator[tuple[TrashStore, ProgressLine]]:
+    """The store with the group's deadline, and the progress line of its reads (closed after)."""
+    timeout = click.get_current_context().meta.get(_TIMEOUT, 60.0)
+    store = trash_store(options.settings(), batch_size=batch_size, timeout=timeout)
+    line = ProgressLine(f"reading {store.topic}")
+    try:
+        yield store, line
+    finally:
+        line.close()
+        store.close()
 
 
 def _filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -77,7 +105,8 @@ def list_cmd(options: Options, *, topology: str | None, node: str | None, error:
              until: str | None, as_json: bool) -> None:
     """List unresolved entries, then a count per node and error type."""
     flt = _filter(topology, node, error, since, until)
-    entries = trash_store(options.settings()).entries(flt)
+    with _store(options) as (store, reading):
+        entries = store.entries(flt, reading)
     groups = summary(entries)
     if as_json:
         click.echo(json.dumps({
@@ -102,7 +131,8 @@ def list_cmd(options: Options, *, topology: str | None, node: str | None, error:
 @pass_options
 def show_cmd(options: Options, entry_id: str) -> None:
     """Show one entry: where and why it failed, its headers, payload and traceback."""
-    e = trash_store(options.settings()).get(entry_id)
+    with _store(options) as (store, reading):
+        e = store.get(entry_id, reading)
     click.echo(f"id:            {e.id}{'  (edited)' if e.edited else ''}")
     click.echo(f"node:          {e.topology}/{e.node}")
     click.echo(f"input:         {e.topic} [{e.partition}] @ {e.offset}")
@@ -135,8 +165,11 @@ def edit_cmd(options: Options, *, entry_id: str, app: str, file: Path | None) ->
     Avro payloads are edited as JSON and re-encoded with the node's schema.
     """
     settings = options.settings()
-    store = trash_store(settings)
-    entry = store.get(entry_id)
+    with _store(options) as (store, reading):
+        _edit(store, store.get(entry_id, reading), app, file, settings)
+
+
+def _edit(store: TrashStore, entry: TrashEntry, app: str, file: Path | None, settings: Settings) -> None:
     shown = avro_as_json(settings, entry.value)
     if file is not None:
         try:
@@ -160,7 +193,6 @@ def edit_cmd(options: Options, *, entry_id: str, app: str, file: Path | None) ->
     except DecodeError as exc:
         raise ConfigError(f"edit refused, entry unchanged: {exc.reason}: {exc}") from None
     store.edit(entry.id, value)
-    store.close()
     click.echo(f"edited {entry.id}: replay it with `kstream trash replay {entry.id}`")
 
 
@@ -177,7 +209,7 @@ def _bulk_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _bulk(options: Options, verb: str, *, ids: tuple[str, ...], flt: TrashFilter, use_filter: bool, dry_run: bool,
-          batch_size: int, run: Callable[[TrashStore, Selection, bool, Callable[[int, int], None]], list[TrashEntry]]) -> None:
+          batch_size: int, run: Callable[[TrashStore, Selection, bool, Progress, ReadProgress], list[TrashEntry]]) -> None:
     if ids and (use_filter or not flt.empty):
         raise click.UsageError(f"{verb}: give entry ids or filter options, not both")
     if not ids and flt.empty:
@@ -186,17 +218,22 @@ def _bulk(options: Options, verb: str, *, ids: tuple[str, ...], flt: TrashFilter
     def progress(done: int, total: int) -> None:
         click.echo(f"{verb}: {done}/{total}", err=True)
 
-    store = trash_store(options.settings(), batch_size=batch_size)
-    try:
-        entries = run(store, Selection(ids=ids, filter=None if ids else flt), dry_run, progress)
-    finally:
-        store.close()
+    with _store(options, batch_size=batch_size) as (store, reading):
+        entries = run(store, Selection(ids=ids, filter=None if ids else flt), dry_run, progress, reading)
     if dry_run:
         for e in entries:
-            click.echo(f"{e.id}  {e.topology}/{e.node} -> {e.topic}  {e.error_type}")
+            click.echo(f"{e.id}  {e.topology}/{e.node} -> {store.target(e)}  {e.error_type}")
         click.echo(f"would {verb} {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} (dry run)")
     else:
         click.echo(f"{_PAST[verb]} {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+
+
+def _replay(store: TrashStore, sel: Selection, dry: bool, progress: Progress, reading: ReadProgress) -> list[TrashEntry]:
+    return store.replay(sel, dry_run=dry, progress=progress, reading=reading)
+
+
+def _discard(store: TrashStore, sel: Selection, dry: bool, progress: Progress, reading: ReadProgress) -> list[TrashEntry]:
+    return store.discard(sel, dry_run=dry, progress=progress, reading=reading)
 
 
 @trash.command("replay")
@@ -204,9 +241,13 @@ def _bulk(options: Options, verb: str, *, ids: tuple[str, ...], flt: TrashFilter
 @pass_options
 def replay_cmd(options: Options, *, ids: tuple[str, ...], use_filter: bool, topology: str | None, node: str | None,
                error: str | None, since: str | None, until: str | None, dry_run: bool, batch_size: int) -> None:
-    """Send entries back to the input of the node that failed, exactly once (with kstream-replay-of)."""
+    """Send entries back to the node that failed, exactly once (with kstream-replay-of).
+
+    A replay goes to the node's input topic; for a source= node (whose input other services
+    read too) to its own replay topic {ns}.{topology}.{node}.replay instead.
+    """
     _bulk(options, "replay", ids=ids, flt=_filter(topology, node, error, since, until), use_filter=use_filter,
-          dry_run=dry_run, batch_size=batch_size, run=lambda store, sel, dry, progress: store.replay(sel, dry_run=dry, progress=progress))
+          dry_run=dry_run, batch_size=batch_size, run=_replay)
 
 
 @trash.command("discard")
@@ -216,4 +257,4 @@ def discard_cmd(options: Options, *, ids: tuple[str, ...], use_filter: bool, top
                 error: str | None, since: str | None, until: str | None, dry_run: bool, batch_size: int) -> None:
     """Resolve entries without replaying them."""
     _bulk(options, "discard", ids=ids, flt=_filter(topology, node, error, since, until), use_filter=use_filter,
-          dry_run=dry_run, batch_size=batch_size, run=lambda store, sel, dry, progress: store.discard(sel, dry_run=dry, progress=progress))
+          dry_run=dry_run, batch_size=batch_size, run=_discard)

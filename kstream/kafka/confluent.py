@@ -42,7 +42,16 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from confluent_kafka.admin import NewTopic as CkNewTopic  # type: ignore[attr-defined]
 
 from kstream.errors import AccessDenied, BrokerError, BrokerUnavailable, ConfigError, TransactionInDoubt
-from kstream.kafka.port import AclKey, GroupLag, NewTopic, PartitionEnds, RebalanceCallback, TopicPartition, TopicState
+from kstream.kafka.port import (
+    AclKey,
+    GroupLag,
+    NewTopic,
+    PartitionEnds,
+    ReadProgress,
+    RebalanceCallback,
+    TopicPartition,
+    TopicState,
+)
 from kstream.naming import READER_GROUP_PREFIX
 from kstream.types import HeaderList, Record
 
@@ -819,72 +828,137 @@ class KafkaAdmin:
 
 
 class KafkaTopicReader:
-    """:class:`kstream.kafka.port.TopicReader`: an assigned (group-less) ``read_committed`` consumer.
-
-    The end of each partition is where librdkafka reports partition EOF: under ``read_committed``
-    that is the last stable offset, so an open transaction is neither waited for nor returned.
-    """
+    """:class:`kstream.kafka.port.TopicReader`: assigned (group-less) ``read_committed`` consumers."""
 
     def __init__(self, bootstrap: str, kafka: Mapping[str, str]) -> None:
         self._bootstrap = bootstrap
         self._kafka = dict(kafka)
 
-    def read_compacted(self, topic: str, timeout: float) -> list[Record]:
-        watch = _LoginWatch()
-        conf = _config({}, self._kafka, {
-            "bootstrap.servers": self._bootstrap, "group.id": f"{READER_GROUP_PREFIX}{time.time_ns()}",
+    def read_compacted(self, topic: str, timeout: float, progress: ReadProgress | None = None) -> list[Record]:
+        follower = self.follow(topic)
+        try:
+            return follower.read_new(timeout, progress)
+        finally:
+            follower.close()
+
+    def follow(self, topic: str) -> KafkaTopicFollower:
+        return KafkaTopicFollower(self._bootstrap, self._kafka, topic)
+
+
+class KafkaTopicFollower:
+    """:class:`kstream.kafka.port.TopicFollower`: one assigned ``read_committed`` consumer kept open.
+
+    After the first read, where each partition ends is asked of an admin client (its last stable
+    offset, one request for the topic): the consumer's own connection may then be holding a
+    long-poll fetch, behind which an offsets request would wait ~``fetch.wait.max.ms``.
+    Partition EOF (which ``read_committed`` reports at the last stable offset) moves the position
+    there, past transaction markers and aborted records.
+    """
+
+    _PROGRESS_EVERY = 0.25  # seconds between progress calls
+
+    def __init__(self, bootstrap: str, kafka: Mapping[str, str], topic: str) -> None:
+        self._watch = _LoginWatch()
+        conf = _config({}, kafka, {
+            "bootstrap.servers": bootstrap, "group.id": f"{READER_GROUP_PREFIX}{time.time_ns()}",
             "enable.auto.commit": "false", "enable.partition.eof": "true",
             "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-        }, watch)
+        }, self._watch)
         conf.pop("group.protocol", None)
-        consumer = _client(confluent_kafka.Consumer, conf)
+        self.topic = topic
+        self._principal = _principal(conf)
+        self._consumer = _client(confluent_kafka.Consumer, conf)
+        self._bootstrap, self._kafka = bootstrap, dict(kafka)
+        self._admin: KafkaAdmin | None = None
+        self._next: dict[int, int] | None = None
+        """Per partition, the offset after the last record (or end) seen; None before assignment."""
+
+    def read_new(self, timeout: float, progress: ReadProgress | None = None) -> list[Record]:
         deadline = time.monotonic() + timeout
         try:
-            meta = _list_topics(consumer, watch, topic, deadline)
+            return self._read(deadline, timeout, progress)
+        except KafkaException as exc:
+            raise broker_error(exc, f"reading {self.topic} failed") from None
+
+    def _read(self, deadline: float, timeout: float, progress: ReadProgress | None) -> list[Record]:
+        first = self._next is None
+        if self._next is None:
+            meta = _list_topics(self._consumer, self._watch, self.topic, deadline)
             if meta is None:
                 raise BrokerUnavailable(f"no Kafka broker answered at {self._bootstrap} within {timeout:g} s")
-            tmeta = meta.topics.get(topic)
+            tmeta = meta.topics.get(self.topic)
             if tmeta is not None and tmeta.error is not None and tmeta.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-                raise not_authorized(_principal(conf), "READ", "TOPIC", topic, tmeta.error)
+                raise not_authorized(self._principal, "READ", "TOPIC", self.topic, tmeta.error)
             if tmeta is None or tmeta.error is not None or not tmeta.partitions:
                 return []
-            pending = {p for p in sorted(tmeta.partitions) if self._has_records(consumer, topic, p, deadline)}
+            # Before assign no fetch is in flight, so the consumer's own offsets requests are quick.
+            # The first read ends at the high watermarks or at EOF, whichever comes first (EOF is
+            # at the last stable offset: an open transaction is not waited for).
+            marks = {p: self._watermarks(p, deadline) for p in sorted(tmeta.partitions)}
+            self._consumer.assign([CkTopicPartition(self.topic, p, confluent_kafka.OFFSET_BEGINNING) for p in marks])
+            self._next = {p: low for p, (low, _) in marks.items()}
+            ends = {p: high for p, (_, high) in marks.items()}
+        else:
+            ends = self._ends(deadline)
+        positions = self._next
+        pending = {p for p, end in ends.items() if p in positions and positions[p] < end}
+        start, total = dict(positions), sum(ends[p] - positions[p] for p in pending)
+        out: list[Record] = []
+        reported = time.monotonic()
+        while True:
+            # Without pending partitions, one pass that does not wait takes what was fetched already.
+            for m in self._consumer.consume(1000, 0.2 if pending else 0.0):
+                err, p = m.error(), int(m.partition() or 0)
+                if err is None:
+                    out.append(cast(Record, m))
+                    positions[p] = int(m.offset() or 0) + 1
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    positions[p] = max(positions[p], int(m.offset() or 0))
+                    if first:
+                        pending.discard(p)
+                else:
+                    _error_event(err, self._principal, [self.topic], f"{READER_GROUP_PREFIX}* (prefixed)")
+                    continue
+                if positions[p] >= ends.get(p, 0):  # (an EOF left over from an earlier end is not this end)
+                    pending.discard(p)
+            now = time.monotonic()
+            if progress is not None and (not pending or now - reported >= self._PROGRESS_EVERY):
+                reported = now
+                progress(min(total, sum(positions[p] - start[p] for p in ends if p in positions)), total)
             if not pending:
-                return []
-            consumer.assign([CkTopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in sorted(pending)])
-            out: list[Record] = []
-            while pending:
-                if time.monotonic() > deadline:
-                    raise BrokerError(f"reading {topic} did not reach its end within {timeout:g} s")
-                for m in consumer.consume(1000, 0.2):
-                    err = m.error()
-                    if err is None:
-                        out.append(cast(Record, m))
-                    elif err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(m.partition())
-                    else:
-                        _error_event(err, _principal(conf), [topic], f"{READER_GROUP_PREFIX}* (prefixed)")
-            return out
-        except KafkaException as exc:
-            raise broker_error(exc, f"reading {topic} failed") from None
-        finally:
-            consumer.close()
+                return out
+            if now > deadline:
+                raise BrokerError(f"reading {self.topic} did not reach its end within {timeout:g} s")
 
+    def _ends(self, deadline: float) -> dict[int, int]:
+        """Partition -> last stable offset; empty while the topic does not exist."""
+        # Right after a topic is created its leaders may not be known yet: retry until the deadline.
+        while True:
+            try:
+                if self._admin is None:
+                    self._admin = KafkaAdmin(self._bootstrap, self._kafka)
+                return {e.partition: e.stable for e in self._admin.stable_offsets([self.topic])}
+            except BrokerError as exc:
+                if not exc.retryable or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
-    @staticmethod
-    def _has_records(consumer: Any, topic: str, partition: int, deadline: float) -> bool:
+    def _watermarks(self, partition: int, deadline: float) -> tuple[int, int]:
         # Right after a topic is created its leader may not be known yet: retry until the deadline.
         while True:
             try:
-                low, high = consumer.get_watermark_offsets(
-                    CkTopicPartition(topic, partition), timeout=max(0.5, deadline - time.monotonic()), cached=False)
-                return bool(high > low)
+                low, high = self._consumer.get_watermark_offsets(
+                    CkTopicPartition(self.topic, partition), timeout=max(0.5, deadline - time.monotonic()), cached=False)
+                return int(low), int(high)
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
                 retry = isinstance(err, KafkaError) and (err.retriable() or err.code() in _RETRYABLE)
                 if not retry or time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 class KafkaTopicTail:

@@ -166,18 +166,42 @@ class Admin(Protocol):
     def lag(self, group: str, topic: str) -> list[GroupLag]: ...
 
 
-class TopicReader(Protocol):
-    """Reads whole topics outside any consumer group (for tools, not the runtime)."""
+ReadProgress = Callable[[int, int], None]
+"""Called while a topic is read with (records read so far, records to read in all); the total
+counts offsets, so it may exceed what is returned (compacted gaps, transaction markers)."""
 
-    def read_compacted(self, topic: str, timeout: float) -> list[Record]:
-        """Every committed record of ``topic`` from the beginning to the end as of the call.
 
-        Reads with ``read_committed`` isolation, so records of open or aborted transactions are
-        not returned. Blocks until every partition was read to its end; raises
-        :class:`kstream.errors.BrokerError` when that takes longer than ``timeout`` seconds. A
-        topic that does not exist reads as empty. Records come per partition in offset order;
-        nothing is merged or compacted here (the caller keeps the latest value per key).
+class TopicFollower(Protocol):
+    """One topic read outside any consumer group, from the beginning and then onwards. One
+    thread calls it (the caller locks)."""
+
+    def read_new(self, timeout: float, progress: ReadProgress | None = None) -> list[Record]:
+        """The committed records added since the last call (the first call: since the beginning),
+        up to the end as of the call, per partition in offset order.
+
+        Reads with ``read_committed`` isolation: records of open or aborted transactions are not
+        returned, and a partition whose end is held by an open transaction counts as read to its
+        end (what that transaction commits comes with a later call). Raises
+        :class:`kstream.errors.BrokerError` when the end is not reached within ``timeout`` seconds
+        (the position is kept: the next call goes on from there). A topic that does not exist
+        reads as empty until it does. Partitions added after the first call are not followed.
         """
+        ...
+
+    def close(self) -> None: ...
+
+
+class TopicReader(Protocol):
+    """Reads whole topics outside any consumer group."""
+
+    def read_compacted(self, topic: str, timeout: float, progress: ReadProgress | None = None) -> list[Record]:
+        """Every committed record of ``topic`` from the beginning to the end as of the call
+        (:meth:`TopicFollower.read_new` of a new follower). Nothing is merged or compacted here
+        (the caller keeps the latest value per key: :func:`latest_by_key`)."""
+        ...
+
+    def follow(self, topic: str) -> TopicFollower:
+        """A follower of ``topic``: read it once, then only what is added (workers' state)."""
         ...
 
 

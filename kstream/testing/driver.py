@@ -33,13 +33,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kstream import headers as hdr
-from kstream.batch import BatchRunner, CursorState, read_cursor_changes, read_cursors
+from kstream.batch import BatchRunner, CursorState, CursorView, read_cursors
 from kstream.codecs import encode, encode_key, from_json
 from kstream.config import Settings
 from kstream.errors import ConfigError, NotFound
 from kstream.kafka.port import latest_by_key
 from kstream.naming import group_id
-from kstream.provision import apply, plan, retry_topic_of
+from kstream.provision import apply, input_topics, plan, retry_topic_of
 from kstream.runtime.processor import NodeProcessor
 from kstream.testing.memory import (
     MemoryAdmin,
@@ -135,18 +135,16 @@ class TopologyDriver:
         retry = retry_topic_of(self.topology, node.name, ns)
         batch = None
         if node.batch is not None:
-            def load() -> tuple[list[CursorState], dict[str, datetime]]:
-                return read_cursor_changes(self._reader, self.settings.cursors_topic, topology=name, node=node.name)
-
+            view = CursorView(self._reader.follow(self.settings.cursors_topic), topology=name, node=node.name)
             batch = BatchRunner(topology=name, node=node.name, spec=node.batch,
-                                cursors_topic=self.settings.cursors_topic, load=load)
+                                cursors_topic=self.settings.cursors_topic, load=view.lookup)
         parked = blocking_keys(self._reader, self.settings.trash_topic, topology=name, node=node.name) \
             if node.on_failure == "park_key" else None
         processor = NodeProcessor(self.topology, node, namespace=ns, producer=self._producer,
                                   trash_topic=self.settings.trash_topic, hop_limit=self.settings.hop_limit,
                                   stop=self._stop, retry_topic=retry, batch=batch, parked=parked)
         consumer = MemoryConsumer(self.broker, group_id(ns, name, node.name))
-        consumer.subscribe([node.input_topic(ns), *([retry] if retry else [])], lambda _: None, lambda _: None)
+        consumer.subscribe(input_topics(self.topology, node.name, ns), lambda _: None, lambda _: None)
         return _NodeRun(processor, consumer, retry)
 
     # -- feeding --------------------------------------------------------------------------
@@ -239,7 +237,8 @@ class TopologyDriver:
 
     def _trash_store(self) -> TrashStore:
         return TrashStore(self.settings.trash_topic, self._reader,
-                          lambda: MemoryTransactionalProducer(self.broker, f"{self.settings.namespace}.trash-tool"))
+                          lambda: MemoryTransactionalProducer(self.broker, f"{self.settings.namespace}.trash-tool"),
+                          namespace=self.settings.namespace)
 
     def close(self) -> None:
         self._stop.set()

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kstream.errors import BrokerError
-from kstream.kafka.port import GroupLag, NewTopic, RebalanceCallback, TopicPartition, TopicState
+from kstream.kafka.port import GroupLag, NewTopic, ReadProgress, RebalanceCallback, TopicPartition, TopicState
 from kstream.types import HeaderList, Record
 
 _UNSET = -1001
@@ -402,8 +402,36 @@ class MemoryTopicReader:
     def __init__(self, broker: MemoryBroker) -> None:
         self._broker = broker
 
-    def read_compacted(self, topic: str, timeout: float) -> list[Record]:
-        return list(self._broker.records(topic))
+    def read_compacted(self, topic: str, timeout: float, progress: ReadProgress | None = None) -> list[Record]:
+        return self.follow(topic).read_new(timeout, progress)
+
+    def follow(self, topic: str) -> MemoryTopicFollower:
+        return MemoryTopicFollower(self._broker, topic)
+
+
+class MemoryTopicFollower:
+    """:class:`kstream.kafka.port.TopicFollower`: never waits, so never times out."""
+
+    def __init__(self, broker: MemoryBroker, topic: str) -> None:
+        self._broker = broker
+        self._topic = topic
+        self._next: list[int] = []
+        """Per partition: the position after the last record returned (or skipped marker)."""
+
+    def read_new(self, timeout: float, progress: ReadProgress | None = None) -> list[Record]:
+        out: list[Record] = []
+        with self._broker.lock:
+            topic = self._broker.topics.get(self._topic)
+            for i, log in enumerate(topic.logs if topic is not None else []):
+                if i == len(self._next):
+                    self._next.append(0)
+                self._next[i] = _read(log, self._next[i], len(log) + len(out), out)
+        if progress is not None:
+            progress(len(out), len(out))
+        return out
+
+    def close(self) -> None:
+        pass
 
 
 class MemoryTopicTail:

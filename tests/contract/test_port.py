@@ -341,3 +341,39 @@ def test_a_tail_reads_what_comes_after_its_start_in_order_and_a_missing_topic_ra
         tail.close()
     with pytest.raises(BrokerError):
         ports.tail(f"{ports.ns}.missing").read(1.0)
+
+
+def test_a_follower_reads_a_topic_once_then_only_what_was_added(ports: Ports) -> None:
+    # Given a follower of a topic that does not exist yet
+    topic = f"{ports.ns}.followed"
+    follower = ports.reader().follow(topic)
+    try:
+        assert follower.read_new(10) == []
+        # When the topic gets records on two partitions
+        ports.admin().create_topics([NewTopic(topic, 2, 1)])
+        produce(ports, topic, [(b"a", b"1", None), (b"b", b"2", None), (b"c", b"3", None)])
+        seen: list[tuple[int, int]] = []
+        first = follower.read_new(20, lambda done, total: seen.append((done, total)))
+        # Then the first read returns them all, with progress up to the total
+        assert sorted(r.value() or b"" for r in first) == [b"1", b"2", b"3"]
+        assert seen and seen[-1] == (3, 3)
+        # and later reads return only what was added since, committed only
+        assert follower.read_new(10) == []
+        produce(ports, topic, [(b"a", b"4", None)])
+        tp = ports.transactional(f"{ports.ns}.ftx")
+        tp.init(10)
+        tp.begin()
+        tp.produce(topic, b"open", b"a", None)
+        tp.produce(topic, b"open", b"b", None)
+        assert [r.value() for r in follower.read_new(20)] == [b"4"]
+        assert follower.read_new(20) == [], "an open transaction is not waited for"
+        tp.commit(10)
+        # (what a transaction committed after the end was reached may take a moment to be fetched)
+        got: list[bytes | None] = []
+        deadline = time.monotonic() + 20
+        while len(got) < 2 and time.monotonic() < deadline:
+            got += [r.value() for r in follower.read_new(20)]
+        assert got == [b"open", b"open"]
+        tp.close()
+    finally:
+        follower.close()

@@ -137,7 +137,7 @@ def test_lag_shows_the_backlog_and_the_bottleneck_until_workers_catch_up(setting
     assert [n["node"] for n in lag["nodes"]] == ["parse", "enrich", "deliver"]
     assert (nodes["parse"]["lag"], nodes["enrich"]["lag"], nodes["deliver"]["lag"]) == (200, 0, 0)
     assert lag["bottleneck"] == "parse" and nodes["parse"]["bottleneck"] is True
-    assert nodes["parse"]["group"] == f"{ns}.chain.parse" and nodes["parse"]["topics"] == [f"{ns}.in"]
+    assert nodes["parse"]["group"] == f"{ns}.chain.parse" and nodes["parse"]["topics"] == [f"{ns}.in", f"{ns}.chain.parse.replay"]
     assert sum(p["end"] for p in nodes["parse"]["partitions"]) == 200
     assert nodes["parse"]["in_flight"] is None and nodes["parse"]["rate_in"] is None
     code, out, err = _cli(settings, "lag", CHAIN, "--interval", "0")

@@ -42,7 +42,8 @@ def test_apply_is_idempotent_and_plan_reports_drift(settings: Settings, monkeypa
     assert f"missing  {ns}.in" in out
     # When applied twice
     code, out, _ = _cli(settings, "topics", "apply", CHAIN, "--create-external")
-    assert code == 0 and "7 change(s) applied" in out
+    assert code == 0 and "8 change(s) applied" in out
+    assert f"create   {ns}.chain.parse.replay" in out  # replays of the source= node (issue 9.7)
     assert f"create   {ns}.status" in out and "segment.ms=3600000" in out
     code, out, _ = _cli(settings, "topics", "apply", CHAIN, "--create-external")
     # Then the second time changes nothing

@@ -164,9 +164,9 @@ def test_edit_fixes_an_invalid_payload_and_replay_delivers_it(settings: Settings
 
 
 def test_bulk_replay_killed_halfway_delivers_each_entry_exactly_once(settings: Settings) -> None:
-    # Given 5,000 entries pointing at a plain topic, plus 10 of another topology that stay
+    # Given 5,000 entries that failed at node bulk/work (its input topic), plus 10 of another topology that stay
     ns = settings.namespace
-    target = f"{ns}.target"
+    target = f"{ns}.bulk.work"
     create_topics(settings.bootstrap_servers, target)
     _trash_topic(settings)
     _write(settings, [_entry(i, topic=target) for i in range(5000)])
