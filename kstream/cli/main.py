@@ -12,6 +12,7 @@ from kstream.cli.common import KstreamGroup, Options
 from kstream.cli.cursors import cursors
 from kstream.cli.dev import dev
 from kstream.cli.graph import graph
+from kstream.cli.helm import helm
 from kstream.cli.lag import lag
 from kstream.cli.run import run
 from kstream.cli.start import start
@@ -57,6 +58,7 @@ cli.add_command(trash)
 cli.add_command(start)
 cli.add_command(cursors)
 cli.add_command(lag)
+cli.add_command(helm)
 
 
 def _limit_malloc_arenas() -> None:
