@@ -13,6 +13,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 OUT=${KSTREAM_K8S_TOOLS:-$ROOT/.tools/k8s}
 BIN=$OUT/bin
 mkdir -p "$BIN" "$OUT/stamps"
+[ -x /usr/local/go/bin/go ] && PATH=$PATH:/usr/local/go/bin
 command -v go >/dev/null || { echo "go is missing: install Go 1.26+ (the tools are built from source)" >&2; exit 1; }
 GOVERSION=$(go env GOVERSION)
 export GOFLAGS="-mod=readonly ${GOFLAGS:-}"
