@@ -224,3 +224,20 @@ def test_bootstrap_servers_are_required_with_nodes(nodes_values: Path) -> None:
     result = helm_template("-f", nodes_values, check=False)
     assert result.returncode != 0
     assert "kafka.bootstrapServers is required" in result.stderr
+
+
+def test_crd_schemas_catch_what_the_chart_must_get_right(schemas: Path, tmp_path: Path) -> None:
+    # The validation above means something only if these schemas refuse a numeric KEDA
+    # lagThreshold and an unknown ServiceMonitor field.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump_all([
+        {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "x"},
+         "spec": {"scaleTargetRef": {"name": "x"}, "triggers": [{"type": "kafka", "metadata": {"lagThreshold": 10}}]}},
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "x"},
+         "spec": {"selector": {"matchLabels": {"a": "b"}}, "endpoints": [{"port": "m", "pathh": "/metrics"}]}},
+    ]))
+    result = kubeconform(schemas, [bad])
+    assert result.returncode != 0
+    assert "Valid: 0, Invalid: 2" in result.stdout, result.stdout
+    assert "lagThreshold': got number, want string" in result.stdout
+    assert "'pathh' not allowed" in result.stdout

@@ -8,9 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.deploy.k8s import CHART, ControlPlane
+
+# Cold, the first test also builds the images (or starts the control plane) on a shared 2-core box.
+pytestmark = pytest.mark.timeout(1200)
 
 VALUES = {
     "kafka": {"bootstrapServers": "kafka-0.kafka:9092"},

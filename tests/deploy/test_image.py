@@ -19,6 +19,9 @@ from kstream.config import RuntimeSettings
 from tests.deploy.k8s import REPO, run
 from tests.integration.kafkatools import consume, jsons, produce, wait_until
 
+# Cold, the first test also builds the images (or starts the control plane) on a shared 2-core box.
+pytestmark = pytest.mark.timeout(2400)
+
 PODMAN = REPO / "tools" / "image" / "podman.sh"
 RUN = ["run", "--network", "host", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
        "--read-only", "--tmpfs", "/tmp"]
