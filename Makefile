@@ -31,7 +31,8 @@ test: venv lint typecheck deploy-tools
 	$(BIN)/pytest -q
 
 # The deploy tier's tools (tests/deploy): apt packages, Go tools built from source into .tools/
-# (cold ~25 min on a busy 2-core machine, warm ~1 s), the debootstrap base image (cold ~2 min).
+# (cold: ~10 min on 2 idle cores, 42 min measured on 2 cores shared by 7 engineers; warm: 0.1 s),
+# the debootstrap base image (cold ~2 min, then cached in .tools/image).
 deploy-tools: venv
 	tools/deploy-deps.sh
 	tools/k8s/build.sh
