@@ -5,6 +5,7 @@ own, run against the session's real broker with the host network."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import time
@@ -100,6 +101,7 @@ def test_worker_in_the_container_moves_records_and_stops_cleanly_on_sigterm(imag
         wait_until(lambda: podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "false",
                    timeout=budget + 30, what="the container to stop")
         elapsed = time.monotonic() - started
+        logging.getLogger(__name__).info("container exited %.1f s after SIGTERM", elapsed)
         code = podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
         logs = podman("logs", name, check=False)
         assert code == "0", logs.stderr[-3000:]
