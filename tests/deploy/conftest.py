@@ -45,7 +45,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     with control_plane(tmp_path_factory.mktemp("k8s")) as plane:
         # Server-side: KEDA's CRDs are too large for the last-applied annotation of a client apply.
         plane.kubectl("apply", "--server-side", "-f", str(TOOLS / "crds"))
-        plane.kubectl("wait", "--for=condition=Established", "--timeout=120s",
-                      "crd/scaledobjects.keda.sh", "crd/triggerauthentications.keda.sh",
-                      "crd/servicemonitors.monitoring.coreos.com")
+        for crd in ("scaledobjects.keda.sh", "triggerauthentications.keda.sh", "servicemonitors.monitoring.coreos.com"):
+            plane.wait_for(lambda crd=crd: plane.condition("crd", crd, "Established"), 120, f"CRD {crd} established")
         yield plane

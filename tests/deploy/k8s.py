@@ -119,6 +119,11 @@ class ControlPlane:
     def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return run([tool("kubectl"), *args], check=check, env=self.env, input=input, timeout=120)
 
+    def condition(self, kind: str, name: str, condition: str) -> bool:
+        # Not `kubectl wait`: it errors out on an object whose status is not written yet.
+        jsonpath = f'{{.status.conditions[?(@.type=="{condition}")].status}}'
+        return self.kubectl("get", kind, name, "-o", f"jsonpath={jsonpath}", check=False).stdout.strip() == "True"
+
     def helm(self, *args: str | Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return run([tool("helm"), *args], check=check, env=self.env, timeout=timeout)
 
@@ -148,7 +153,7 @@ class ControlPlane:
             "users": [{"name": "admin", "user": {"token": token}}],
             "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin", "namespace": "default"}}],
         }))
-        self._wait(lambda: self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0, 120, "kube-apiserver ready")
+        self.wait_for(lambda: self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0, 120, "kube-apiserver ready")
         kube = [f"--kubeconfig={self.kubeconfig}", f"--authentication-kubeconfig={self.kubeconfig}",
                 f"--authorization-kubeconfig={self.kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1"]
         self._spawn("controller-manager", [tool("kube-controller-manager"), *kube, f"--secure-port={_free_port()}",
@@ -158,8 +163,8 @@ class ControlPlane:
                              "--manage-all-nodes=true", "--node-lease-duration-seconds=40",
                              f"--server-address=127.0.0.1:{_free_port()}"])
         self.kubectl("apply", "-f", "-", input=FAKE_NODE)
-        self.kubectl("wait", "--for=condition=Ready", "node/kwok-node-0", "--timeout=120s")
-        self._wait(lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0, 120,
+        self.wait_for(lambda: self.condition("node", "kwok-node-0", "Ready"), 120, "the kwok node ready")
+        self.wait_for(lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0, 120,
                    "the default ServiceAccount")
 
     def _spawn(self, name: str, args: Sequence[str | Path]) -> None:
@@ -167,7 +172,7 @@ class ControlPlane:
             self.procs[name] = subprocess.Popen([str(a) for a in args], stdout=log, stderr=subprocess.STDOUT,
                                                 start_new_session=True)
 
-    def _wait(self, ready: Any, timeout: float, what: str) -> None:
+    def wait_for(self, ready: Any, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
