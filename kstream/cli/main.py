@@ -15,6 +15,7 @@ from kstream.cli.console import console
 from kstream.cli.cursors import cursors
 from kstream.cli.dev import dev
 from kstream.cli.graph import graph
+from kstream.cli.helm import helm
 from kstream.cli.lag import lag
 from kstream.cli.run import run
 from kstream.cli.schemas import schemas
@@ -72,6 +73,7 @@ cli.add_command(serve)
 cli.add_command(workflows)
 cli.add_command(console)
 cli.add_command(acls)
+cli.add_command(helm)
 
 
 def hide_secrets(argv: list[str], env: dict[str, str]) -> list[str]:
