@@ -5,8 +5,9 @@ Client defaults chosen here (any can be overridden through ``Settings.kafka``):
 * consumers: manual commits of offsets kstream tracks itself, ``auto.offset.reset=earliest``
   (a new node starts at the beginning of its input), the KIP-848 ``consumer`` group protocol
   (incremental rebalances: unaffected partitions keep flowing);
-* producers: idempotent, ``acks=all``, a short linger so outputs batch; delivery reports only
-  for failures (one bound-method callback, nothing per successful message).
+* producers: idempotent, ``acks=all``, keys partitioned like the Java client
+  (``murmur2_random``), a short linger so outputs batch; delivery reports only for failures
+  (one bound-method callback, nothing per successful message).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from confluent_kafka.admin import NewTopic as CkNewTopic  # type: ignore[attr-defined]
 
 from kstream.errors import BrokerError, BrokerUnavailable, TransactionInDoubt
-from kstream.kafka.port import GroupLag, NewTopic, PartitionEnds, RebalanceCallback, TopicPartition, TopicState
+from kstream.kafka.port import Cluster, GroupLag, NewTopic, PartitionEnds, RebalanceCallback, TopicPartition, TopicState
 from kstream.types import HeaderList, Record
 
 CONSUMER_DEFAULTS: dict[str, str] = {
@@ -49,8 +50,13 @@ CONSUMER_DEFAULTS: dict[str, str] = {
     "queued.max.messages.kbytes": "16384",
 }
 PRODUCER_DEFAULTS: dict[str, str] = {
+    # Stated, not left to librdkafka's defaults: no record is acknowledged before every
+    # in-sync replica has it, and retries never duplicate or reorder a partition's records.
     "enable.idempotence": "true",
     "acks": "all",
+    # The Java client's partitioner (librdkafka's default, consistent_random, hashes with
+    # crc32): a key lands on the same partition whether kstream or a Java service writes it.
+    "partitioner": "murmur2_random",
     "linger.ms": "5",
 }
 # Properties librdkafka rejects under the consumer group protocol (KIP-848); dropped with it.
@@ -432,7 +438,8 @@ class KafkaAdmin:
     def create_topics(self, topics: Sequence[NewTopic]) -> None:
         if not topics:
             return
-        new = [CkNewTopic(t.name, t.partitions, t.replication_factor, config=dict(t.config)) for t in topics]
+        # -1: the broker's default.replication.factor (KIP-464).
+        new = [CkNewTopic(t.name, t.partitions, t.replication_factor or -1, config=dict(t.config)) for t in topics]
         self._wait(self._admin.create_topics(new, request_timeout=self._timeout), "create topic", ok={KafkaError.TOPIC_ALREADY_EXISTS})
         self._wait_for_leaders([t.name for t in topics])
 
@@ -492,6 +499,20 @@ class KafkaAdmin:
         finally:
             consumer.close()
 
+
+    def cluster(self) -> Cluster:
+        ids = self.broker_ids()
+        res = ConfigResource(ConfigResource.Type.BROKER, str(ids[0]))
+        try:
+            entries = self._admin.describe_configs([res], request_timeout=self._timeout)[res].result(timeout=self._timeout)
+        except KafkaException as exc:
+            raise broker_error(exc, f"describe broker {ids[0]} failed") from None
+
+        def value(name: str) -> int:
+            entry = entries.get(name)
+            return int(entry.value) if entry is not None and entry.value is not None else 1
+
+        return Cluster(len(ids), value("default.replication.factor"), value("min.insync.replicas"))
 
     def broker_ids(self) -> list[int]:
         try:

@@ -126,8 +126,18 @@ class TopicState:
 class NewTopic:
     name: str
     partitions: int
-    replication_factor: int
+    replication_factor: int | None
+    """None: the cluster's ``default.replication.factor``."""
     config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What the cluster applies where a topic says nothing."""
+
+    brokers: int
+    default_replication_factor: int
+    min_insync_replicas: int
 
 
 @dataclass(frozen=True)
@@ -153,6 +163,10 @@ class Admin(Protocol):
     def alter_config(self, topic: str, config: dict[str, str]) -> None: ...
 
     def lag(self, group: str, topic: str) -> list[GroupLag]: ...
+
+    def cluster(self) -> Cluster:
+        """The number of brokers and the broker defaults for replication (read from one broker)."""
+        ...
 
 
 class TopicReader(Protocol):
