@@ -19,6 +19,7 @@ from kstream.kafka.confluent import (
     KafkaTopicReader,
     KafkaTransactionalProducer,
     KafkaWorkerProducer,
+    check_properties,
 )
 from kstream.kafka.port import TopicPartition
 from kstream.limits import GlobalRateLimiter, Limiter
@@ -254,3 +255,8 @@ def cursor_reader(settings: Settings) -> KafkaTopicReader:
 def status_reader(settings: Settings) -> KafkaTopicReader:
     """Reads ``{ns}.status`` (:func:`kstream.runtime.status.in_flight_by_node`)."""
     return KafkaTopicReader(settings.bootstrap_servers, settings.kafka)
+
+
+def check_client_settings(settings: Settings) -> None:
+    """:class:`ConfigError` (one line) when librdkafka refuses a property of ``settings.kafka``."""
+    check_properties(settings.kafka)

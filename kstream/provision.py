@@ -134,6 +134,16 @@ def _compare(want: Want, have: TopicState | None, *, grow: bool, create_external
     return Change(Action.OK, want)
 
 
+def missing_inputs(topology: Topology, names: list[str], settings: Settings, admin: Admin) -> list[str]:
+    """The topics the nodes ``names`` read (inputs and retry topics) that do not exist: a worker
+    subscribed to a missing topic idles without a word, so ``kstream run`` checks first."""
+    ns = settings.namespace
+    topics = [topology.nodes[n].input_topic(ns) for n in names]
+    topics += [t for n in names if (t := retry_topic_of(topology, n, ns)) is not None]
+    existing = admin.topics(topics)
+    return [t for t in topics if t not in existing]
+
+
 def durability_warnings(settings: Settings, admin: Admin) -> list[str]:
     """Kstream's state topics that would lose data or stop taking writes when one broker fails,
     on a cluster large enough to avoid it (:data:`SAFE_BROKERS`); topics still to be created are

@@ -8,9 +8,11 @@ from types import FrameType
 
 import click
 
-from kstream.app import build_worker, hanging_monitor, run_workers
+from kstream.app import admin, build_worker, hanging_monitor, run_workers
 from kstream.cli.common import Options, app_argument, pass_options, setup_logging, topology_of
+from kstream.errors import NotFound
 from kstream.limits import GlobalRateLimiter
+from kstream.provision import missing_inputs
 from kstream.runtime.worker import Worker
 
 
@@ -27,10 +29,16 @@ def run(options: Options, app: str, nodes: tuple[str, ...], log_level: str) -> N
     finishes the one in hand (or abandons it uncommitted), commits what is done and leaves the
     group.
     """
-    setup_logging(log_level)
     topology = topology_of(app)
     settings = options.settings()
     names = list(nodes) or topology.order()
+    for name in names:
+        topology.get(name)  # an unknown --node: one line before anything connects
+    missing = missing_inputs(topology, names, settings, admin(settings))
+    if missing:
+        raise NotFound(f"input topic {', '.join(missing)} does not exist: run `kstream topics apply {app}` first "
+                       "(with --create-external for source= topics)")
+    setup_logging(log_level)  # after the checks: their failure is one line, without librdkafka's
     stop = threading.Event()
     limiters: dict[str, GlobalRateLimiter] = {}  # one per service, shared by this process's workers
     workers = [build_worker(topology, name, settings, stop, limiters) for name in names]

@@ -33,7 +33,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 from confluent_kafka.admin import NewTopic as CkNewTopic  # type: ignore[attr-defined]
 
-from kstream.errors import BrokerError, BrokerUnavailable, TransactionInDoubt
+from kstream.errors import BrokerError, BrokerUnavailable, ConfigError, TransactionInDoubt
 from kstream.kafka.port import Cluster, GroupLag, NewTopic, PartitionEnds, RebalanceCallback, TopicPartition, TopicState
 from kstream.types import HeaderList, Record
 
@@ -94,6 +94,35 @@ def _config(base: Mapping[str, str], settings: Mapping[str, str], extra: Mapping
         for name in _CLASSIC_ONLY:
             conf.pop(name, None)
     return conf
+
+
+def check_properties(kafka: Mapping[str, str]) -> None:
+    """Raise :class:`ConfigError` when librdkafka does not know a property of ``kafka`` or
+    refuses its value. Clients are built deep inside commands and workers; checked once up front,
+    a typo is one line naming the property instead of a ``KafkaException`` from a constructor.
+    Consumer-only properties pass: librdkafka checks every property's value in any client."""
+    # delivery.report.only.error is a Python-level option, converted by KafkaProducer.
+    props = {k: v for k, v in kafka.items() if k != "delivery.report.only.error"}
+    if _refusal(props) is None:
+        return
+    # librdkafka names an alias ("request.required.acks" for "acks"): name the property as given.
+    for name, value in props.items():
+        reason = _refusal({name: value})
+        if reason is not None:
+            raise ConfigError(f"invalid Kafka client setting {name}={value}: {reason}")
+    raise ConfigError(f"invalid Kafka client settings: {_refusal(props)}")
+
+
+def _refusal(props: Mapping[str, str]) -> str | None:
+    try:
+        # Never connects (no bootstrap servers); log_level 0 silences its "cannot connect" notice.
+        confluent_kafka.Producer({**props, "bootstrap.servers": "", "log_level": 0})
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else exc
+        return err.str() if isinstance(err, KafkaError) else str(err)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def _error_event(err: KafkaError | None) -> bool:
@@ -404,6 +433,9 @@ class KafkaAdmin:
         self._admin = AdminClient({**kafka, "bootstrap.servers": bootstrap, "logger": cast(Any, _LIBRDKAFKA_LOG)})
 
     def _unavailable(self) -> BrokerUnavailable:
+        # An admin client hands its log lines (the cause: authentication, TLS, refused
+        # connection) to the logger only when polled.
+        self._admin.poll(0)
         return BrokerUnavailable(f"no Kafka broker answered at {self._bootstrap} within {self._timeout:g} s")
 
     def topics(self, names: Sequence[str] | None = None) -> dict[str, TopicState]:
