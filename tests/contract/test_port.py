@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from kstream.errors import BrokerError
-from kstream.kafka.port import Admin, Consumer, NewTopic, Producer, TopicPartition, TopicReader, TransactionalProducer
+from kstream.kafka.port import Admin, Cluster, Consumer, NewTopic, Producer, TopicPartition, TopicReader, TransactionalProducer
 from kstream.types import Record
 
 DEADLINE = 30.0  # the real broker's first assignment takes a second or two; a rebalance as much again
@@ -263,6 +263,16 @@ def test_admin_creates_lists_grows_and_configures_topics(ports: Ports) -> None:
     with pytest.raises(BrokerError):
         admin.create_topics([NewTopic(f"{ports.ns}.rf", 1, 3)])  # one broker: replication factor 3 is refused
     assert admin.lag("nobody", f"{ports.ns}.missing") == []
+
+
+def test_admin_describes_the_cluster_and_creates_with_its_default_replication(ports: Ports) -> None:
+    # Given one broker with Kafka's defaults (default.replication.factor 1, min.insync.replicas 1)
+    admin = ports.admin()
+    assert admin.cluster() == Cluster(brokers=1, default_replication_factor=1, min_insync_replicas=1)
+    # When a topic is created without a replication factor, it gets the default
+    name = f"{ports.ns}.default-rf"
+    admin.create_topics([NewTopic(name, 2, None)])
+    assert admin.topics([name])[name].replication_factor == 1
 
 
 # -- transactions -----------------------------------------------------------------------------
