@@ -30,10 +30,11 @@ def plan_cmd(options: Options, app: str, grow_partitions: bool, create_external:
     """Show what `apply` would create or change for APP, drift it will not fix, and state topics
     (Trash, cursors, status) with too few replicas for the cluster (warnings on stderr)."""
     settings = options.settings()
-    changes = plan(topology_of(app), settings, admin(settings), grow=grow_partitions, create_external=create_external)
+    client = admin(settings)
+    changes = plan(topology_of(app), settings, client, grow=grow_partitions, create_external=create_external)
     for change in changes:
         click.echo(change.line())
-    for warning in durability_warnings(settings, admin(settings)):
+    for warning in durability_warnings(settings, client):
         click.echo(f"warning: {warning}", err=True)
 
 

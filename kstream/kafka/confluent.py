@@ -531,7 +531,6 @@ class KafkaAdmin:
         finally:
             consumer.close()
 
-
     def cluster(self) -> Cluster:
         ids = self.broker_ids()
         res = ConfigResource(ConfigResource.Type.BROKER, str(ids[0]))
