@@ -159,10 +159,16 @@ def test_a_key_lands_on_the_partition_the_java_client_picks(ports: Ports) -> Non
     # Given keys of every length modulo 4 (murmur2's tail cases), non-ASCII and empty ones
     topic = ports.topic(partitions=5)
     keys = list(JAVA_PARTITION_OF_5)
-    # When each is produced 3 times
+    # When each is produced 3 times by a plain producer and once more in a transaction
     produce(ports, topic, [(k, b"x", None) for k in keys * 3])
+    tp = ports.transactional(f"{ports.ns}.tx")
+    tp.init(10)
+    tp.begin()
+    for k in keys:
+        tp.produce(topic, b"t", k, None)
+    tp.commit(10)
     m = Member(ports.consumer(), topic)
-    poll_until([m], lambda: len(m.records) >= 3 * len(keys), "every record read")
+    poll_until([m], lambda: len(m.records) >= 4 * len(keys), "every record read")
     # Then every record of a key is on the partition Java's murmur2 partitioner picks
     for k in keys:
         assert {r.partition() for r in m.records if r.key() == k} == {JAVA_PARTITION_OF_5[k]}, k
