@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit integration bench bench-quick broker-start broker-stop clean tools browser deploy-tools
+.PHONY: venv demo test lint typecheck unit integration bench bench-quick broker-start broker-stop clean tools browser deploy-tools system-tools
 
 venv: $(STAMP)
 
@@ -27,7 +27,27 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest -q -m "not integration"
 
-test: venv lint typecheck browser deploy-tools
+# Programs the tests run besides Python: kcat (interop tests), Java 17+ and Maven (the local
+# broker and Kafka's own tools), ps. Missing ones are installed from Debian's apt (as root, or
+# with sudo); the versions are pinned here (Debian 12) and can be overridden: make APT_KCAT=kcat.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_KCAT ?= kcat=1.7.1-2
+APT_JAVA ?= openjdk-17-jre-headless
+APT_MAVEN ?= maven
+system-tools:
+	@missing=""; \
+	command -v kcat >/dev/null 2>&1 || missing="$$missing $(APT_KCAT)"; \
+	command -v java >/dev/null 2>&1 || missing="$$missing $(APT_JAVA)"; \
+	command -v mvn >/dev/null 2>&1 || missing="$$missing $(APT_MAVEN)"; \
+	command -v ps >/dev/null 2>&1 || missing="$$missing procps"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing with apt-get:$$missing"; \
+	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } \
+	    || { echo "error: could not install$$missing with apt-get (as root or with sudo; see its message)" >&2; exit 1; }; \
+	fi
+
+test: venv system-tools lint typecheck browser deploy-tools
 	$(BIN)/pytest -q
 
 # The deploy tier's tools (tests/deploy): apt packages, Go tools built from source into .tools/

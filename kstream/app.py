@@ -24,6 +24,7 @@ from kstream.kafka.confluent import (
     KafkaTopicTail,
     KafkaTransactionalProducer,
     KafkaWorkerProducer,
+    check_properties,
 )
 from kstream.kafka.port import TopicPartition
 from kstream.limits import GlobalRateLimiter, Limiter
@@ -354,3 +355,8 @@ def tail_consumer(settings: Settings, purpose: str) -> KafkaConsumer:
     """A consumer in a group of its own (nothing committed): it reads all partitions from the start."""
     group = f"{settings.namespace}.{purpose}.{uuid.uuid4().hex[:12]}"
     return KafkaConsumer(settings.bootstrap_servers, group, settings.client_properties())
+
+
+def check_client_settings(settings: Settings) -> None:
+    """:class:`ConfigError` (one line) when librdkafka refuses a property of ``settings.kafka``."""
+    check_properties(settings.client_properties())

@@ -12,7 +12,7 @@ File layout::
 
     [topics]                         # defaults for every node input topic
     partitions = 6
-    replication_factor = 1
+    replication_factor = 3           # default: the cluster's default.replication.factor
     config = { "retention.ms" = "604800000" }
 
     [topics.nodes."orders.parse"]    # per node ("topology.node") overrides
@@ -96,12 +96,13 @@ class TopicSpec(_Frozen):
 
 class TopicSettings(_Frozen):
     partitions: int = Field(default=6, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    replication_factor: int | None = Field(default=None, ge=1)
+    """None: topics are created with the cluster's ``default.replication.factor``."""
     config: dict[str, str] = Field(default_factory=dict)
     nodes: dict[str, TopicSpec] = Field(default_factory=dict)
     """Overrides per node, keyed ``"topology.node"``."""
 
-    def for_node(self, topology: str, node: str) -> tuple[int, int, dict[str, str]]:
+    def for_node(self, topology: str, node: str) -> tuple[int, int | None, dict[str, str]]:
         """Partitions, replication factor and configs for a node's input topic."""
         spec = self.nodes.get(f"{topology}.{node}", TopicSpec())
         return (

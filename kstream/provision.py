@@ -5,6 +5,7 @@ differ, and adds partitions only when asked (``grow``): more partitions move key
 partitions, which breaks per-key order for messages already in flight. What it will not fix
 (fewer partitions wanted, a different ``cleanup.policy``, replication factor) is reported as
 drift. Topics of ``source=`` and ``to=`` belong to others and are only created on request.
+Without a configured replication factor a topic gets the cluster's ``default.replication.factor``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import enum
 from dataclasses import dataclass, field
 
 from kstream.config import Settings
-from kstream.kafka.port import Admin, NewTopic, TopicState
+from kstream.kafka.port import Admin, Cluster, NewTopic, TopicState
 from kstream.limits import LIMITS_CONFIG, LIMITS_PARTITIONS, limits_topic
 from kstream.naming import replay_topic, retry_topic
 from kstream.topology import Topology
@@ -22,6 +23,9 @@ COMPACTED = {"cleanup.policy": "compact"}
 # Status records come every few seconds per worker and are read from the beginning: short
 # segments let compaction keep the topic near one record per live worker.
 STATUS_CONFIG = {**COMPACTED, "segment.ms": "3600000"}
+# On a cluster of SAFE_BROKERS or more, kstream's own state (Trash, cursors, status) should
+# survive one broker down while still taking writes (acks=all): RF 3 and min.insync.replicas 2.
+SAFE_BROKERS, SAFE_REPLICATION, SAFE_MIN_INSYNC = 3, 3, 2
 
 
 class Action(enum.Enum):
@@ -37,7 +41,8 @@ class Action(enum.Enum):
 class Want:
     name: str
     partitions: int
-    replication_factor: int
+    replication_factor: int | None
+    """None: the cluster's default."""
     config: dict[str, str] = field(default_factory=dict)
     external: bool = False
 
@@ -115,7 +120,7 @@ def _compare(want: Want, have: TopicState | None, *, grow: bool, create_external
         if want.external and not create_external:
             return Change(Action.EXTERNAL_MISSING, want,
                           "external topic does not exist (not created: owned outside kstream; --create-external creates it)")
-        return Change(Action.CREATE, want, f"partitions={want.partitions} replication={want.replication_factor}"
+        return Change(Action.CREATE, want, f"partitions={want.partitions} replication={want.replication_factor or 'default'}"
                       + "".join(f" {k}={v}" for k, v in sorted(want.config.items())))
     if want.external:
         return Change(Action.OK, want, f"external, {have.partitions} partitions")
@@ -126,7 +131,7 @@ def _compare(want: Want, have: TopicState | None, *, grow: bool, create_external
         drift.append(f"cleanup.policy is {policy_have}, wants {policy_want} (not changed: recreate the topic)")
     if have.partitions > want.partitions:
         drift.append(f"has {have.partitions} partitions, wants {want.partitions} (kstream never removes partitions)")
-    if have.replication_factor != want.replication_factor:
+    if want.replication_factor is not None and have.replication_factor != want.replication_factor:
         drift.append(f"replication factor is {have.replication_factor}, wants {want.replication_factor} (not changed)")
     if drift:
         return Change(Action.DRIFT, want, "; ".join(drift))
@@ -140,6 +145,38 @@ def _compare(want: Want, have: TopicState | None, *, grow: bool, create_external
     if differs:
         return Change(Action.ALTER, want, altered, differs)
     return Change(Action.OK, want)
+
+
+def missing_inputs(topology: Topology, names: list[str], settings: Settings, admin: Admin) -> list[str]:
+    """The topics the nodes ``names`` read (inputs and retry topics) that do not exist: a worker
+    subscribed to a missing topic idles without a word, so ``kstream run`` checks first."""
+    ns = settings.namespace
+    topics = [topology.nodes[n].input_topic(ns) for n in names]
+    topics += [t for n in names if (t := retry_topic_of(topology, n, ns)) is not None]
+    existing = admin.topics(topics)
+    return [t for t in topics if t not in existing]
+
+
+def durability_warnings(settings: Settings, admin: Admin) -> list[str]:
+    """Kstream's state topics that would lose data or stop taking writes when one broker fails,
+    on a cluster large enough to avoid it (:data:`SAFE_BROKERS`); topics still to be created are
+    judged by what they will get (the configured or the cluster's default replication factor)."""
+    cluster: Cluster = admin.cluster()
+    if cluster.brokers < SAFE_BROKERS:
+        return []
+    names = [settings.trash_topic, settings.cursors_topic, settings.status_topic]
+    existing = admin.topics(names)
+    warnings = []
+    for name in names:
+        have = existing.get(name)
+        rf = have.replication_factor if have else settings.topics.replication_factor or cluster.default_replication_factor
+        min_isr = int(have.config.get("min.insync.replicas", cluster.min_insync_replicas) if have
+                      else cluster.min_insync_replicas)
+        if rf < SAFE_REPLICATION or min_isr < SAFE_MIN_INSYNC:
+            warnings.append(
+                f"{name}: replication factor {rf}, min.insync.replicas {min_isr} on a cluster of {cluster.brokers} "
+                f"brokers: wants at least {SAFE_REPLICATION} and {SAFE_MIN_INSYNC} to survive a broker's loss")
+    return warnings
 
 
 def apply(changes: list[Change], admin: Admin) -> list[Change]:

@@ -16,6 +16,7 @@ from kstream.cli.common import Options, app_argument, pass_options, topology_of
 from kstream.errors import NotFound
 from kstream.limits import GlobalRateLimiter
 from kstream.metrics import Metrics
+from kstream.provision import input_topics
 from kstream.runtime.worker import Worker
 
 log = logging.getLogger("kstream.run")
@@ -60,16 +61,21 @@ def run(options: Options, app: str, nodes: tuple[str, ...], log_level: str, log_
     observe = settings.observe.model_copy(update={k: v for k, v in (("log_format", log_format), ("http_port", http_port))
                                                   if v is not None})
     settings = settings.model_copy(update={"observe": observe})
-    logs.setup(log_level, observe.log_format)
     topology = topology_of(app)
     names = list(nodes) or topology.order()
     # One line within 10 s when the cluster cannot be reached or an input is missing, rather
     # than workers that idle: the outage handling of running workers starts once they ran.
-    inputs = [topology.get(n).input_topic(settings.namespace) for n in names]
+    # Metadata only (no DESCRIBE_CONFIGS right needed); before logging is set up, so a failure
+    # is the one error line without librdkafka's own.
+    for name in names:
+        topology.get(name)  # an unknown --node: one line before anything connects
+    inputs = [t for n in names for t in input_topics(topology, n, settings.namespace)]
     found = admin(settings, timeout=10.0).existing(inputs)
     missing = [t for t in inputs if t not in found]
     if missing:
-        raise NotFound(f"topic {missing[0]} does not exist (kstream topics apply {app} creates it)")
+        raise NotFound(f"input topic {', '.join(missing)} does not exist: run `kstream topics apply {app}` first "
+                       "(with --create-external for source= topics)")
+    logs.setup(log_level, observe.log_format)
     stop = threading.Event()
     limiters: dict[str, GlobalRateLimiter] = {}  # one per service, shared by this process's workers
     metrics = Metrics() if observe.http_port is not None else None

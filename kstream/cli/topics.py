@@ -10,7 +10,7 @@ import click
 from kstream.app import admin
 from kstream.cli.common import Options, app_argument, pass_options, topology_of
 from kstream.cli.schemas import check_and_apply
-from kstream.provision import Action, apply, plan
+from kstream.provision import Action, apply, durability_warnings, plan
 
 
 @click.group()
@@ -28,11 +28,15 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @_options
 @pass_options
 def plan_cmd(options: Options, app: str, grow_partitions: bool, create_external: bool) -> None:
-    """Show what `apply` would create or change for APP, and drift it will not fix."""
+    """Show what `apply` would create or change for APP, drift it will not fix, and state topics
+    (Trash, cursors, status) with too few replicas for the cluster (warnings on stderr)."""
     settings = options.settings()
-    changes = plan(topology_of(app), settings, admin(settings), grow=grow_partitions, create_external=create_external)
+    client = admin(settings)
+    changes = plan(topology_of(app), settings, client, grow=grow_partitions, create_external=create_external)
     for change in changes:
         click.echo(change.line())
+    for warning in durability_warnings(settings, client):
+        click.echo(f"warning: {warning}", err=True)
 
 
 @topics.command("apply")
@@ -53,4 +57,6 @@ def apply_cmd(options: Options, app: str, grow_partitions: bool, create_external
     for change in changes:
         if change.action in (Action.DRIFT, Action.EXTERNAL_MISSING):
             click.echo(change.line(), err=True)
+    for warning in durability_warnings(settings, client):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"{len(done)} change(s) applied, {sum(c.action is Action.OK for c in changes)} topic(s) already as wanted")

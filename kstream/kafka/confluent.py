@@ -5,8 +5,9 @@ Client defaults chosen here (any can be overridden through ``Settings.kafka``):
 * consumers: manual commits of offsets kstream tracks itself, ``auto.offset.reset=earliest``
   (a new node starts at the beginning of its input), the KIP-848 ``consumer`` group protocol
   (incremental rebalances: unaffected partitions keep flowing);
-* producers: idempotent, ``acks=all``, a short linger so outputs batch; delivery reports only
-  for failures (one bound-method callback, nothing per successful message).
+* producers: idempotent, ``acks=all``, keys partitioned like the Java client
+  (``murmur2_random``), a short linger so outputs batch; delivery reports only for failures
+  (one bound-method callback, nothing per successful message).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from confluent_kafka.admin import NewTopic as CkNewTopic  # type: ignore[attr-de
 from kstream.errors import AccessDenied, BrokerError, BrokerUnavailable, ConfigError, TransactionInDoubt
 from kstream.kafka.port import (
     AclKey,
+    Cluster,
     GroupLag,
     NewTopic,
     PartitionEnds,
@@ -68,8 +70,13 @@ CONSUMER_DEFAULTS: dict[str, str] = {
     "queued.max.messages.kbytes": "16384",
 }
 PRODUCER_DEFAULTS: dict[str, str] = {
+    # Stated, not left to librdkafka's defaults: no record is acknowledged before every
+    # in-sync replica has it, and retries never duplicate or reorder a partition's records.
     "enable.idempotence": "true",
     "acks": "all",
+    # The Java client's partitioner (librdkafka's default, consistent_random, hashes with
+    # crc32): a key lands on the same partition whether kstream or a Java service writes it.
+    "partitioner": "murmur2_random",
     "linger.ms": "5",
 }
 # Properties librdkafka rejects under the consumer group protocol (KIP-848); dropped with it.
@@ -172,9 +179,8 @@ class _LibrdkafkaLog:
                      "in state SSL_HANDSHAKE)", "in state AUTH_REQ)")
     _TXN_DENIED = re.compile(r'Failed to add partition "([^"]+)" \[\d+\] to transaction: Broker: Topic authorization failed')
 
-    def __init__(self, every: float = 60.0, *, level: int | None = None) -> None:
+    def __init__(self, every: float = 60.0) -> None:
         self.denied_topics: list[str] = []
-        self._level = level
         self._every = every
         self._last: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -193,7 +199,7 @@ class _LibrdkafkaLog:
             if len(self._last) > 1000:
                 self._last.clear()
             self._last[key] = now
-        _LIBRDKAFKA_LOG.log(level if self._level is None else self._level, "%s", text)
+        _LIBRDKAFKA_LOG.log(level, "%s", text)
 
 
 def _login_failed(err: KafkaError) -> AccessDenied | None:
@@ -232,6 +238,35 @@ def _config(base: Mapping[str, str], settings: Mapping[str, str], extra: Mapping
         for name in _CLASSIC_ONLY:
             conf.pop(name, None)
     return conf
+
+
+def check_properties(kafka: Mapping[str, str]) -> None:
+    """Raise :class:`ConfigError` when librdkafka does not know a property of ``kafka`` or
+    refuses its value. Clients are built deep inside commands and workers; checked once up front,
+    a typo is one line naming the property instead of a ``KafkaException`` from a constructor.
+    Consumer-only properties pass: librdkafka checks every property's value in any client."""
+    # delivery.report.only.error is a Python-level option, converted by KafkaProducer.
+    props = {k: v for k, v in kafka.items() if k != "delivery.report.only.error"}
+    if _refusal(props) is None:
+        return
+    # librdkafka names an alias ("request.required.acks" for "acks"): name the property as given.
+    for name, value in props.items():
+        reason = _refusal({name: value})
+        if reason is not None:
+            raise ConfigError(f"invalid Kafka client setting {name}={value}: {reason}")
+    raise ConfigError(f"invalid Kafka client settings: {_refusal(props)}")
+
+
+def _refusal(props: Mapping[str, str]) -> str | None:
+    try:
+        # Never connects (no bootstrap servers); log_level 0 silences its "cannot connect" notice.
+        confluent_kafka.Producer({**props, "bootstrap.servers": "", "log_level": 0})
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else exc
+        return err.str() if isinstance(err, KafkaError) else str(err)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 _C = TypeVar("_C")
@@ -632,11 +667,7 @@ class KafkaAdmin:
         self._timeout = timeout
         self._kafka = dict(kafka)
         self._watch = _LoginWatch()
-        conf = _config({}, kafka, {"bootstrap.servers": bootstrap}, self._watch)
-        # Admin calls report their own failure as one error line (a CLI command's, a probe's):
-        # librdkafka's lines about it (connection refused...) are for --log-level debug.
-        conf["logger"] = _LibrdkafkaLog(level=logging.DEBUG)
-        self._admin = _client(AdminClient, conf)
+        self._admin = _client(AdminClient, _config({}, kafka, {"bootstrap.servers": bootstrap}, self._watch))
         self._principal = _principal(kafka)
 
     def _metadata(self, topic: str | None = None) -> Any:
@@ -726,7 +757,8 @@ class KafkaAdmin:
     def create_topics(self, topics: Sequence[NewTopic]) -> None:
         if not topics:
             return
-        new = [CkNewTopic(t.name, t.partitions, t.replication_factor, config=dict(t.config)) for t in topics]
+        # -1: the broker's default.replication.factor (KIP-464).
+        new = [CkNewTopic(t.name, t.partitions, t.replication_factor or -1, config=dict(t.config)) for t in topics]
         self._wait(self._admin.create_topics(new, request_timeout=self._timeout), "create topic", ok={KafkaError.TOPIC_ALREADY_EXISTS})
         self._wait_for_leaders([t.name for t in topics])
 
@@ -782,6 +814,20 @@ class KafkaAdmin:
             raise broker_error(exc, f"reading lag of {group} failed") from None
         finally:
             consumer.close()
+
+    def cluster(self) -> Cluster:
+        ids = self.broker_ids()
+        res = ConfigResource(ConfigResource.Type.BROKER, str(ids[0]))
+        try:
+            entries = self._admin.describe_configs([res], request_timeout=self._timeout)[res].result(timeout=self._timeout)
+        except KafkaException as exc:
+            raise broker_error(exc, f"describe broker {ids[0]} failed") from None
+
+        def value(name: str) -> int:
+            entry = entries.get(name)
+            return int(entry.value) if entry is not None and entry.value is not None else 1
+
+        return Cluster(len(ids), value("default.replication.factor"), value("min.insync.replicas"))
 
     def broker_ids(self) -> list[int]:
         return sorted(self._metadata().brokers)

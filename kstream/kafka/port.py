@@ -19,11 +19,19 @@ from kstream.types import HeaderList, Record
 def latest_by_key(records: Iterable[Record]) -> dict[bytes, Record]:
     """The last record of every key, as a compacted topic means it: ``records`` per partition
     in offset order (as :meth:`TopicReader.read_compacted` returns them); keyless records are
-    skipped; tombstones are kept (value ``None``: the key was deleted)."""
+    skipped; tombstones are kept (value ``None``: the key was deleted).
+
+    A key found on several partitions was written with two partitioners (kstream before it set
+    the Java client's ``murmur2_random`` used librdkafka's crc32 default): the newest record by
+    timestamp wins across partitions, the later offset within one, so Trash entries, cursors and
+    status written before the change still read right (a tombstone or update lands elsewhere)."""
     latest: dict[bytes, Record] = {}
     for rec in records:
         key = rec.key()
-        if key is not None:
+        if key is None:
+            continue
+        seen = latest.get(key)
+        if seen is None or seen.partition() == rec.partition() or rec.timestamp()[1] >= seen.timestamp()[1]:
             latest[key] = rec
     return latest
 
@@ -132,8 +140,18 @@ class TopicState:
 class NewTopic:
     name: str
     partitions: int
-    replication_factor: int
+    replication_factor: int | None
+    """None: the cluster's ``default.replication.factor``."""
     config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What the cluster applies where a topic says nothing."""
+
+    brokers: int
+    default_replication_factor: int
+    min_insync_replicas: int
 
 
 @dataclass(frozen=True)
@@ -164,6 +182,10 @@ class Admin(Protocol):
     def alter_config(self, topic: str, config: dict[str, str]) -> None: ...
 
     def lag(self, group: str, topic: str) -> list[GroupLag]: ...
+
+    def cluster(self) -> Cluster:
+        """The number of brokers and the broker defaults for replication (read from one broker)."""
+        ...
 
 
 ReadProgress = Callable[[int, int], None]

@@ -9,8 +9,9 @@ runtime calls back into the producer and the consumer from them.
 
 Matched to the real adapter (``tests/contract/test_port.py`` runs against both):
 
-* keys choose partitions with ``crc32(key) % partitions``: librdkafka's default
-  ``consistent_random`` partitioner, so a key lands where the real producer puts it;
+* keys choose partitions like the Java client (``murmur2_random``, which kstream sets on
+  every producer): the positive murmur2 hash of the key modulo partitions, so a key lands
+  where the real producer (and any Java producer) puts it;
 * consumers read ``read_committed`` (librdkafka's default): a partition is read up to its first
   record of an open transaction; aborted records and commit/abort markers (which, as in Kafka,
   take an offset each) are skipped; a new assignment starts at the committed offset or, with
@@ -32,16 +33,39 @@ from __future__ import annotations
 
 import threading
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kstream.errors import BrokerError
-from kstream.kafka.port import GroupLag, NewTopic, ReadProgress, RebalanceCallback, TopicPartition, TopicState
+from kstream.kafka.port import Cluster, GroupLag, NewTopic, ReadProgress, RebalanceCallback, TopicPartition, TopicState
 from kstream.types import HeaderList, Record
 
 _UNSET = -1001
 Partition = tuple[str, int]
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's ``Utils.murmur2`` (the Java client's key hash), as a signed 32-bit int."""
+    m, r, mask = 0x5BD1E995, 24, 0xFFFFFFFF
+    length = len(data)
+    h = (0x9747B28C ^ length) & mask
+    tail = length - length % 4
+    for i in range(0, tail, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & mask
+        k ^= k >> r
+        k = (k * m) & mask
+        h = ((h * m) & mask) ^ k
+    rest = length % 4
+    if rest:
+        # Java's switch falls through from the highest remaining byte down to the first.
+        for j in range(rest - 1, -1, -1):
+            h ^= data[tail + j] << (8 * j)
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
 
 
 class _Txn:
@@ -113,10 +137,13 @@ class _Group:
 
 
 class MemoryBroker:
-    """One cluster of ``brokers`` nodes (a replication factor above it is refused)."""
+    """One cluster of ``brokers`` nodes (a replication factor above it is refused), with the
+    broker defaults ``default.replication.factor`` and ``min.insync.replicas`` (Kafka's: 1)."""
 
-    def __init__(self, *, brokers: int = 1) -> None:
+    def __init__(self, *, brokers: int = 1, default_replication_factor: int = 1, min_insync_replicas: int = 1) -> None:
         self.brokers = brokers
+        self.default_replication_factor = default_replication_factor
+        self.min_insync_replicas = min_insync_replicas
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)  # notified on every new record or group change
         self.topics: dict[str, _Topic] = {}
@@ -148,7 +175,7 @@ class MemoryBroker:
                 txn: _Txn | None) -> Partition:
         logs = self.topics[topic].logs
         if key is not None:
-            p = zlib.crc32(key) % len(logs)
+            p = (murmur2(key) & 0x7FFFFFFF) % len(logs)
         else:
             p, self._round_robin = self._round_robin % len(logs), self._round_robin + 1
         logs[p].append(MemoryRecord(topic, p, len(logs[p]), key, value, headers=headers, txn=txn))
@@ -359,16 +386,17 @@ class MemoryAdmin:
             }
 
     def create_topics(self, topics: Sequence[NewTopic]) -> None:
+        rf = {t.name: t.replication_factor or self._broker.default_replication_factor for t in topics}
         for t in topics:
             if t.partitions < 1:
                 raise BrokerError(f"create topic {t.name} failed: Number of partitions must be larger than 0.",
                                   code="INVALID_PARTITIONS")
-            if t.replication_factor > self._broker.brokers:
-                raise BrokerError(f"create topic {t.name} failed: Replication factor: {t.replication_factor} larger than "
+            if rf[t.name] > self._broker.brokers:
+                raise BrokerError(f"create topic {t.name} failed: Replication factor: {rf[t.name]} larger than "
                                   f"available brokers: {self._broker.brokers}.", code="INVALID_REPLICATION_FACTOR")
         for t in topics:
             if t.name not in self._broker.topics:  # TOPIC_ALREADY_EXISTS is no error here, as in the real one
-                self._broker.create_topic(t.name, t.partitions, t.replication_factor, dict(t.config))
+                self._broker.create_topic(t.name, t.partitions, rf[t.name], dict(t.config))
 
     def create_partitions(self, topic: str, total: int) -> None:
         with self._broker.lock:
@@ -388,6 +416,9 @@ class MemoryAdmin:
             t = self._broker.topics.get(topic)
             stored = self._broker.groups[group].committed if group in self._broker.groups else {}
             return [GroupLag(topic, p, stored.get((topic, p)), len(log)) for p, log in enumerate(t.logs if t else [])]
+
+    def cluster(self) -> Cluster:
+        return Cluster(self._broker.brokers, self._broker.default_replication_factor, self._broker.min_insync_replicas)
 
     def _topic(self, name: str, what: str) -> _Topic:
         t = self._broker.topics.get(name)

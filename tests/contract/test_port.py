@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from kstream.errors import BrokerError
 from kstream.kafka.port import (
     Admin,
+    Cluster,
     Consumer,
     NewTopic,
     Producer,
@@ -158,15 +158,32 @@ def test_consumed_records_come_per_partition_in_order_with_keys_values_and_heade
     assert all(r.timestamp()[1] > 0 for r in m.records)
 
 
-def test_a_key_always_lands_on_the_same_partition_the_crc32_one(ports: Ports) -> None:
+# Partitions of 5 that Kafka's Java client picks for these keys: ``Utils.toPositive(
+# Utils.murmur2(key)) % 5``, printed by kafka-clients 4.3.1 (the jars `kstream dev broker` uses).
+JAVA_PARTITION_OF_5 = {
+    b"": 1, b"a": 4, b"ab": 4, b"abc": 2, b"abcd": 0, b"abcde": 1, b"21": 0, b"foobar": 1,
+    b"customer-1": 1, b"customer-22": 0, b"customer-333": 2, b"order/4444": 2, "\u00fc".encode(): 3,
+    b"a-little-bit-longer-string": 4,
+}
+
+
+def test_a_key_lands_on_the_partition_the_java_client_picks(ports: Ports) -> None:
+    # Given keys of every length modulo 4 (murmur2's tail cases), non-ASCII and empty ones
     topic = ports.topic(partitions=5)
-    keys = [f"customer-{i}".encode() for i in range(10)]
+    keys = list(JAVA_PARTITION_OF_5)
+    # When each is produced 3 times by a plain producer and once more in a transaction
     produce(ports, topic, [(k, b"x", None) for k in keys * 3])
-    m = Member(ports.consumer(), topic)
-    poll_until([m], lambda: len(m.records) >= 30, "every record read")
+    tp = ports.transactional(f"{ports.ns}.tx")
+    tp.init(10)
+    tp.begin()
     for k in keys:
-        # librdkafka's default partitioner (consistent_random) is crc32 for keyed records
-        assert {r.partition() for r in m.records if r.key() == k} == {zlib.crc32(k) % 5}
+        tp.produce(topic, b"t", k, None)
+    tp.commit(10)
+    m = Member(ports.consumer(), topic)
+    poll_until([m], lambda: len(m.records) >= 4 * len(keys), "every record read")
+    # Then every record of a key is on the partition Java's murmur2 partitioner picks
+    for k in keys:
+        assert {r.partition() for r in m.records if r.key() == k} == {JAVA_PARTITION_OF_5[k]}, k
 
 
 def test_a_new_consumer_of_the_group_resumes_after_the_committed_offset(ports: Ports) -> None:
@@ -264,6 +281,16 @@ def test_admin_creates_lists_grows_and_configures_topics(ports: Ports) -> None:
     with pytest.raises(BrokerError):
         admin.create_topics([NewTopic(f"{ports.ns}.rf", 1, 3)])  # one broker: replication factor 3 is refused
     assert admin.lag("nobody", f"{ports.ns}.missing") == []
+
+
+def test_admin_describes_the_cluster_and_creates_with_its_default_replication(ports: Ports) -> None:
+    # Given one broker with Kafka's defaults (default.replication.factor 1, min.insync.replicas 1)
+    admin = ports.admin()
+    assert admin.cluster() == Cluster(brokers=1, default_replication_factor=1, min_insync_replicas=1)
+    # When a topic is created without a replication factor, it gets the default
+    name = f"{ports.ns}.default-rf"
+    admin.create_topics([NewTopic(name, 2, None)])
+    assert admin.topics([name])[name].replication_factor == 1
 
 
 # -- transactions -----------------------------------------------------------------------------

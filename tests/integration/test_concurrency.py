@@ -10,10 +10,11 @@ from collections import defaultdict
 
 import orjson
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from kstream import Retry, Topology
 from kstream.config import Settings
-from tests.integration.kafkatools import consume, create_topics, jsons, produce, provision, running
+from tests.integration.kafkatools import consume, create_topics, jsons, produce, provision, running, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -150,8 +151,25 @@ def test_handler_slower_than_max_poll_interval_causes_no_rebalance_storm(setting
     assert max(calls.values()) == 1
 
 
-def test_second_worker_joining_and_leaving_keeps_key_order_and_loses_nothing(settings: Settings) -> None:
-    # Given an I/O-bound prefetch-10 node on 4 partitions and 2,000 messages over 200 keys
+# Kafka's classic group protocol, for clusters older than Kafka 4 (kstream's default is KIP-848's).
+CLASSIC = {"group.protocol": "classic", "partition.assignment.strategy": "cooperative-sticky"}
+
+
+def _group_protocol(bootstrap: str, group: str) -> tuple[str, str]:
+    """The group's type (CONSUMER or CLASSIC) and assignor, as the broker describes it."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept referenced until the answer is in
+    described = admin.describe_consumer_groups([group], request_timeout=30)[group].result(40)
+    return described.type.name, described.partition_assignor
+
+
+# The classic protocol's rebalance takes a few heartbeats (two rounds when cooperative): more
+# messages, so that the stream still flows when the second worker has its partitions.
+@pytest.mark.parametrize(("kafka", "total"), [pytest.param({}, 2000, id="consumer-protocol"),
+                                              pytest.param(CLASSIC, 6000, id="classic-cooperative")])
+def test_second_worker_joining_and_leaving_keeps_key_order_and_loses_nothing(settings: Settings, kafka: dict[str, str],
+                                                                              total: int) -> None:
+    # Given an I/O-bound prefetch-10 node on 4 partitions and 2,000 (6,000) messages over 200 keys
+    settings = settings.model_copy(update={"kafka": {**settings.kafka, **kafka}})
     src, dst = f"{settings.namespace}.in", f"{settings.namespace}.out"
     create_topics(settings.bootstrap_servers, src, dst, partitions=4)
     topology = Topology("scale")
@@ -162,19 +180,22 @@ def test_second_worker_joining_and_leaving_keeps_key_order_and_loses_nothing(set
         return order
 
     provision(topology, settings)
-    produce(settings.bootstrap_servers, src, _keyed(2000, 200))
+    produce(settings.bootstrap_servers, src, _keyed(total, 200))
     with running(topology, settings):
         consume(settings.bootstrap_servers, dst, count=400, timeout=60)
         # When a second worker joins mid-stream, and leaves again while messages still flow
         with running(topology, settings) as second:
             consume(settings.bootstrap_servers, dst, count=1000, timeout=60)
+            wait_until(lambda: second[0].processed > 0, timeout=90, what="the second worker to take partitions over")
             took_part = second[0].processed
+            protocol = _group_protocol(settings.bootstrap_servers, f"{settings.namespace}.scale.call")
         out = consume(settings.bootstrap_servers, dst, timeout=90,
-                      until=lambda msgs: len({m.value() for m in msgs}) >= 2000)
+                      until=lambda msgs: len({m.value() for m in msgs}) >= total)
     # Then every message arrived, and every key's messages in input order
     values = jsons(out)
-    assert {int(v["id"]) for v in values} == set(range(2000))
+    assert {int(v["id"]) for v in values} == set(range(total))
     assert took_part > 0, "the second worker took over some partitions"
+    assert protocol == (("CLASSIC", "cooperative-sticky") if kafka else ("CONSUMER", "uniform"))
     seen: set[int] = set()
     first = [v for v in values if not (int(v["id"]) in seen or seen.add(int(v["id"])))]  # type: ignore[func-returns-value]
     _assert_key_order(first)

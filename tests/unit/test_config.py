@@ -46,7 +46,7 @@ def test_defaults_without_file_or_environment() -> None:
     assert settings.namespace == "kstream"
     assert (settings.trash_topic, settings.cursors_topic) == ("kstream.trash", "kstream.cursors")
     assert settings.kafka == {}
-    assert settings.topics.for_node("t", "n") == (6, 1, {})
+    assert settings.topics.for_node("t", "n") == (6, None, {})  # None: the cluster default RF
 
 
 def test_a_toml_file_is_read(tmp_path: Path) -> None:

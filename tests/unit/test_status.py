@@ -26,6 +26,12 @@ class _Rec:
     def value(self) -> bytes | None:
         return self._value
 
+    def partition(self) -> int:
+        return 0
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 0)
+
 
 def test_reporter_publishes_at_most_every_interval_then_a_tombstone() -> None:
     now = [100.0]
