@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from kstream.kafka.memory import MemoryAdmin, MemoryBroker
 
 from kstream import Topology
 from kstream.config import Settings, load_settings
 from kstream.kafka.port import NewTopic
 from kstream.provision import Action, apply, durability_warnings, plan
+from kstream.testing.memory import MemoryAdmin, MemoryBroker
 
 
 def _topology() -> Topology:
