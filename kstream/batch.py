@@ -174,8 +174,8 @@ class CursorView:
         self._timeout = timeout
         self._codec = CursorCodec()
         self._lock = threading.Lock()
-        self._latest: dict[str, tuple[bytes | None, int]] = {}
-        """scope -> (latest value, its timestamp in ms)."""
+        self._latest: dict[str, tuple[bytes | None, int, int | None]] = {}
+        """scope -> (latest value, its timestamp in ms, its partition)."""
 
     def lookup(self, scope: str) -> tuple[CursorState | None, datetime | None]:
         """:data:`Lookup`. Raises :class:`kstream.errors.BrokerError` when the topic cannot be
@@ -184,11 +184,16 @@ class CursorView:
             for rec in self._follower.read_new(self._timeout):
                 key = rec.key()
                 if key is not None and key.startswith(self._prefix):
-                    self._latest[key[len(self._prefix):].decode()] = (rec.value(), rec.timestamp()[1])
-            value, at = self._latest.get(scope, (None, None))
+                    seen, at, part = key[len(self._prefix):].decode(), rec.timestamp()[1], rec.partition()
+                    # A key written under an earlier partitioner may sit on two partitions: there
+                    # the newest record wins, in one partition the later offset (as latest_by_key).
+                    known = self._latest.get(seen)
+                    if known is None or known[2] == part or at >= known[1]:
+                        self._latest[seen] = (rec.value(), at, part)
+            value, stamp, _ = self._latest.get(scope, (None, None, None))
         if value is not None:
             return self._codec.decode(value), None
-        return None, (datetime.fromtimestamp(at / 1000, UTC) if at is not None else None)
+        return None, (datetime.fromtimestamp(stamp / 1000, UTC) if stamp is not None else None)
 
     def close(self) -> None:
         with self._lock:
