@@ -44,7 +44,7 @@ def run(options: Options, app: str, nodes: tuple[str, ...], log_level: str, log_
     Each node is its own consumer group ({ns}.{topology}.{node}); run the same node in several
     processes to share its partitions. On SIGINT/SIGTERM a worker stops taking messages,
     finishes the ones in hand (or abandons them uncommitted), flushes, commits what is done and
-    leaves its groups, within runtime.shutdown_timeout (20 s), then exits 0. A second signal
+    leaves its group (and gives its rate-limit share up), within runtime.shutdown_timeout (20 s), then exits 0. A second signal
     exits at once (code 128 + signal number): what was not committed is processed again.
     Exits 1 within 10 s, with one line, when the cluster cannot be reached or an input topic is
     missing at start; a running worker rides out an outage of up to
