@@ -21,7 +21,7 @@ from typing import Literal
 from kstream.config import Settings
 from kstream.kafka.port import AclKey
 from kstream.limits import limits_topic
-from kstream.naming import READER_GROUP_PREFIX, group_id
+from kstream.naming import READER_GROUP_PREFIX, group_id, replay_topic
 from kstream.provision import retry_topic_of
 from kstream.topology import Topology
 
@@ -71,6 +71,8 @@ def node_acls(topology: Topology, name: str, settings: Settings, principal: str 
 
     grant("TOPIC", node.input_topic(ns), "READ", "input")
     grant("GROUP", group, "READ", "consumer group")
+    if node.source is not None:  # Trash replays of a source= node come back on its own topic
+        grant("TOPIC", replay_topic(ns, topology.name, name), "READ", "replays")
     retry = retry_topic_of(topology, name, ns)
     if retry is not None:
         grant("TOPIC", retry, "READ", "retry topic")

@@ -589,6 +589,12 @@ class _TransactionalProducer(KafkaProducer):
             err = exc.args[0] if exc.args else None
             if not isinstance(err, KafkaError) or err.fatal() or err.code() in _DENIED:
                 right = None
+                if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                    # Only librdkafka's log line names the topic; with the call made on a helper
+                    # thread (_bounded) that line can come a moment after the error.
+                    waited = time.monotonic() + 1.0
+                    while not self._log.denied_topics and time.monotonic() < waited:
+                        self._producer.poll(0.05)
                 if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED and self._log.denied_topics:
                     right = (self._principal, "WRITE", "TOPIC", " and ".join(self._log.denied_topics))
                 if isinstance(err, KafkaError) and err.txn_requires_abort() and self.abort_on_failure:
@@ -833,9 +839,18 @@ class KafkaAdmin:
         return sorted(self._metadata().brokers)
 
     def existing(self, names: Sequence[str]) -> set[str]:
-        """Those of ``names`` the cluster has (metadata only: needs no DESCRIBE_CONFIGS right)."""
-        meta = self._metadata()
-        return {n for n in names if n in meta.topics and meta.topics[n].error is None}
+        """Those of ``names`` the cluster has (metadata only: needs no DESCRIBE_CONFIGS right).
+        A topic this client may not see raises :class:`AccessDenied` naming the right (READ)."""
+        found = set()
+        for name in names:
+            tmeta = self._metadata(name).topics.get(name)
+            if tmeta is None:
+                continue
+            if tmeta.error is not None and tmeta.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                raise not_authorized(self._principal, "READ", "TOPIC", name, tmeta.error)
+            if tmeta.error is None:
+                found.add(name)
+        return found
 
     def stable_offsets(self, topics: Sequence[str]) -> list[PartitionEnds]:
         """Last stable offset and high watermark of every partition of ``topics`` (those that exist)."""
@@ -1012,7 +1027,7 @@ class KafkaTopicTail:
 
     def __init__(self, bootstrap: str, kafka: Mapping[str, str], topic: str) -> None:
         conf = _config({}, kafka, {
-            "bootstrap.servers": bootstrap, "group.id": f"kstream-tail-{time.time_ns()}",
+            "bootstrap.servers": bootstrap, "group.id": f"{READER_GROUP_PREFIX}tail-{time.time_ns()}",
             "enable.auto.commit": "false", "auto.offset.reset": "latest",
         })
         conf.pop("group.protocol", None)

@@ -39,8 +39,9 @@ COMMON = {("WRITE", "TOPIC", "LITERAL", "ns.trash"), ("WRITE", "TOPIC", "LITERAL
 
 
 def test_a_plain_node_reads_its_input_and_group_and_writes_outputs_trash_and_status() -> None:
+    # (a source= node also reads its replay topic: Trash replays of it come back there)
     assert _rights(_topology(), "parse") == COMMON | {
-        ("READ", "TOPIC", "LITERAL", "raw.orders"),
+        ("READ", "TOPIC", "LITERAL", "raw.orders"), ("READ", "TOPIC", "LITERAL", "ns.shop.parse.replay"),
         ("READ", "GROUP", "LITERAL", "ns.shop.parse"),
         ("WRITE", "TOPIC", "LITERAL", "ns.shop.enrich"),
     }
@@ -85,7 +86,8 @@ def test_the_plan_has_one_principal_per_node_by_default_and_no_duplicates() -> N
     assert len({a.key for a in shared}) == len(shared)
     assert sum(a.name == "ns.trash" and a.operation == "WRITE" for a in shared) == 1
     only = plan(_topology(), SETTINGS, nodes=["parse"], principal="User:app")
-    assert {a.name for a in only} == {"raw.orders", "ns.shop.parse", "ns.shop.enrich", "ns.trash", "ns.status"}
+    assert {a.name for a in only} == {"raw.orders", "ns.shop.parse.replay", "ns.shop.parse", "ns.shop.enrich", "ns.trash",
+                                      "ns.status"}
     assert only[0].line() == "ALLOW User:app READ  TOPIC:LITERAL:raw.orders  (input)"
 
 
