@@ -81,6 +81,15 @@ PRODUCER_DEFAULTS: dict[str, str] = {
 }
 # Properties librdkafka rejects under the consumer group protocol (KIP-848); dropped with it.
 _CLASSIC_ONLY = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy")
+# A commit refused because this consumer is no longer (or not yet again) a member of its group
+# generation: at-least-once, the next owner of those partitions processes the messages again.
+_NOT_A_MEMBER = {
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.FENCED_INSTANCE_ID,
+    KafkaError.STALE_MEMBER_EPOCH,
+}
 # Error codes where trying again may help: mapped onto ``retryable`` in one place.
 _RETRYABLE = {
     KafkaError._TRANSPORT,
@@ -332,11 +341,18 @@ class KafkaConsumer:
         # Served inside consume(), on the polling thread.
         failed = [TopicPartition(p.topic, p.partition, p.offset) for p in parts
                   if err is not None or p.error is not None]
-        if failed and (err is None or err.code() != KafkaError._NO_OFFSET):
-            why = err.str() if err is not None else next(p.error.str() for p in parts if p.error is not None)
-            _EVENTS_LOG.warning("%s: offset commit of %d partitions failed (%s); will retry", self.events.client,
-                                len(failed), why)
-            self._failed_commits += failed
+        if not failed or (err is not None and err.code() == KafkaError._NO_OFFSET):
+            return
+        first = err if err is not None else next(p.error for p in parts if p.error is not None)
+        if first.code() in _NOT_A_MEMBER:
+            # Out of the group (a rebalance or an expired session): the partitions' next owner
+            # repeats these messages; committing them again could not succeed.
+            _EVENTS_LOG.warning("%s: offset commit of %d partitions refused (%s): no longer their owner; "
+                                "they are processed again", self.events.client, len(failed), first.str())
+            return
+        _EVENTS_LOG.warning("%s: offset commit of %d partitions failed (%s); will retry", self.events.client,
+                            len(failed), first.str())
+        self._failed_commits += failed
 
     def take_commit_failures(self) -> list[TopicPartition]:
         failed, self._failed_commits = self._failed_commits, []
@@ -403,6 +419,10 @@ class KafkaConsumer:
                 self._consumer.commit(offsets=parts, asynchronous=False)
         except KafkaException as exc:
             if exc.args and exc.args[0].code() == KafkaError._NO_OFFSET:
+                return
+            if exc.args and exc.args[0].code() in _NOT_A_MEMBER:
+                _EVENTS_LOG.warning("%s: offset commit refused (%s): no longer the partitions' owner; they are "
+                                    "processed again", self.events.client, exc.args[0].str())
                 return
             raise broker_error(exc, "offset commit failed") from None
 

@@ -164,7 +164,8 @@ def test_metrics_count_what_was_sent_trashed_and_retried_and_lag_matches_kstream
                 assert _value(samples, "kstream_consumer_lag_records", **labels) == p["lag"], labels
                 assert _value(samples, "kstream_committed_offset", **labels) == (p["committed"] or 0), labels
                 compared += 1
-        assert compared == 3 * 3  # three nodes of three partitions each
+        # three nodes of three partitions each, and the source= node's replay topic
+        assert compared == 3 * 3 + 3
         assert sum(p["committed"] or 0 for n in shown["nodes"] for p in n["partitions"]) == sent + 2 * passed
 
 

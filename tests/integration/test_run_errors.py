@@ -45,5 +45,7 @@ def test_a_missing_input_topic_is_one_line(settings: Settings) -> None:
     src = f"{settings.namespace}.missing"
     code, lines, _ = _run(settings.bootstrap_servers, settings.namespace, src)
     assert code == 1
-    assert lines == [f"error: input topic {src} does not exist: run `kstream topics apply tests/apps/chain.py:topology` "
+    ns = settings.namespace
+    missing = ", ".join([src, f"{ns}.chain.parse.replay", f"{ns}.chain.enrich", f"{ns}.chain.deliver"])
+    assert lines == [f"error: input topic {missing} does not exist: run `kstream topics apply tests/apps/chain.py:topology` "
                      "first (with --create-external for source= topics)"]
