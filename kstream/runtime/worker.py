@@ -91,6 +91,7 @@ class Worker:
         """Exactly-once: the producer's id, which a replacement worker reuses (to fence this one)."""
         self._txn_done = False  # the transaction is aborted or in doubt: nothing more to abort
         self._stop_deadline: float | None = None
+        self._in_rebalance = False
         self._status = (StatusReporter(producer, status_topic, processor.topology, processor.node.name)
                         if status_topic is not None else None)
         self._last_commit = time.monotonic()
@@ -284,7 +285,10 @@ class Worker:
             raise DeliveryFailed(f"{self.name}: {errors[0]}; offsets not committed", topic=self._topics[0])
 
     def _hold(self) -> None:
-        """Poll with every partition paused: the group sees us alive; nothing new is taken."""
+        """Poll with every partition paused: the group sees us alive; nothing new is taken.
+        Not from inside a rebalance callback (a commit on revoke): librdkafka is polling already."""
+        if self._in_rebalance:
+            return
         if not self._paused:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
@@ -361,12 +365,14 @@ class Worker:
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self.stats.rebalances["revoked"] += 1
+        self._in_rebalance = True
         try:
             if self.state is not State.FAILED:  # a failed worker commits nothing on its way out
                 self._commit(asynchronous=False, only=revoked)  # what finished before anything else
                 self.strategy.revoke(revoked, self._settings.shutdown_timeout)
                 self._commit(asynchronous=False, only=revoked)  # and what the in-flight ones finished
         finally:
+            self._in_rebalance = False
             self._let_go(revoked)
         log.info("%s: revoked %s", self.name, _fmt(partitions))
 
