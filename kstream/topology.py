@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
@@ -204,25 +204,8 @@ class Topology:
 
     def order(self) -> list[str]:
         """Node names, every node after all of its ``after`` nodes; raises on a cycle."""
-        state: dict[str, int] = {}
-        result: list[str] = []
-
-        def visit(name: str, path: list[str]) -> None:
-            if state.get(name) == 2:
-                return
-            if state.get(name) == 1:
-                cycle = [*path[path.index(name):], name]
-                raise DeclarationError(f"node {name!r} is part of a cycle: {' -> '.join(cycle)}", node=name)
-            state[name] = 1
-            for a in self._nodes[name].after:
-                if a in self._nodes:
-                    visit(a, [*path, name])
-            state[name] = 2
-            result.append(name)
-
-        for name in self._nodes:
-            visit(name, [])
-        return result
+        return dependency_order({n: node.after for n, node in self._nodes.items()},
+                                lambda name, cycle: f"node {name!r} is part of a cycle: {cycle}")
 
     def successors(self, name: str) -> list[Node]:
         return [n for n in self._nodes.values() if name in n.after]
@@ -294,3 +277,27 @@ def _signature(fn: Handler, node: str) -> tuple[Any, bool]:
         if ctx_hint not in (inspect.Parameter.empty, Context, _UNRESOLVED) and params[1].name != "ctx":
             raise DeclarationError(f"node {node!r}: the second parameter must be the Context", node=node)
     return payload, len(params) == 2
+
+
+def dependency_order(after: Mapping[str, Sequence[str]], cycle_error: Callable[[str, str], str]) -> list[str]:
+    """The names of ``after`` (name -> the names it comes after), each after all of those it
+    names (unknown ones ignored); a cycle raises :class:`DeclarationError` with
+    ``cycle_error(name, "a -> b -> a")``. Used by topologies and workflows."""
+    state: dict[str, int] = {}
+    result: list[str] = []
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            raise DeclarationError(cycle_error(name, " -> ".join([*path[path.index(name):], name])), node=name)
+        state[name] = 1
+        for a in after[name]:
+            if a in after:
+                visit(a, [*path, name])
+        state[name] = 2
+        result.append(name)
+
+    for name in after:
+        visit(name, [])
+    return result

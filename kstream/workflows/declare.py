@@ -25,7 +25,7 @@ from kstream.context import Context
 from kstream.errors import DeclarationError
 from kstream.naming import check_name, workflow_state_topic
 from kstream.retry import Retry
-from kstream.topology import Node, Topology
+from kstream.topology import Node, Topology, dependency_order
 
 OnFailure = Literal["compensate", "hold"]
 Handler = Callable[..., Any]
@@ -188,25 +188,8 @@ class Workflow:
 
     def order(self) -> list[str]:
         """Step names, each after all of its ``after`` steps; raises on a cycle."""
-        state: dict[str, int] = {}
-        result: list[str] = []
-
-        def visit(name: str, path: list[str]) -> None:
-            if state.get(name) == 2:
-                return
-            if state.get(name) == 1:
-                cycle = " -> ".join([*path[path.index(name):], name])
-                raise DeclarationError(f"workflow {self.name!r}: step {name!r} is part of a cycle: {cycle}", node=name)
-            state[name] = 1
-            for a in self.steps[name].after:
-                if a in self.steps:
-                    visit(a, [*path, name])
-            state[name] = 2
-            result.append(name)
-
-        for name in self.steps:
-            visit(name, [])
-        return result
+        return dependency_order({n: s.after for n, s in self.steps.items()},
+                                lambda name, cycle: f"workflow {self.name!r}: step {name!r} is part of a cycle: {cycle}")
 
     def sinks(self) -> list[str]:
         """Steps no other step runs after: their outputs are the workflow's output."""
