@@ -533,6 +533,13 @@ def kstream_run(name: str, app: str, *, bootstrap: str, namespace: str, env: dic
     argv += ["-b", bootstrap, "-n", namespace]
     for k, v in (kafka or {}).items():
         argv += ["-X", f"{k}={v}"]
+    # `kstream run` refuses to start without every topic it reads (a replay topic, for one):
+    # whatever the benchmark did not create itself is created as `topics apply` would.
+    import os
+    import subprocess
+
+    subprocess.run([*argv, "topics", "apply", app, "--create-external"], env={**os.environ, **(env or {})},
+                   cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     argv += ["run", app, "--log-level", "warning"]
     return ProcessContender(name, argv, env=env, stop_signal=15)
 
