@@ -5,12 +5,14 @@ calls :func:`kstream.workflows.decide.decide` and returns the new state record, 
 commands and any Trash entries as outputs, which the worker commits in one transaction with
 the event's offset. So a crash repeats a decision whole or not at all.
 
-Loading: the inbox is written by non-transactional producers only (the API, step nodes, the
-timer thread), so its offsets have no gaps. An event whose offset is not the one after the
-last event this process decided on that partition means someone else decided in between (the
-partition moved away and back) or this process restarted: the partition's states are read
-again from the state topic (``read_committed``, so exactly what was committed with the
-inbox offsets) before deciding.
+Loading: an event whose offset is not the one after the last event this process decided on
+that partition may mean someone else decided in between (the partition moved away and back) or
+this process restarted: the partition's states are read again from the state topic
+(``read_committed``, so exactly what was committed with the inbox offsets) before deciding. A
+gap can also be a transaction marker (a child workflow's orchestrator replies in its
+transaction), while this process's own latest decisions are still in its open transaction: so
+a loaded state replaces the one in memory only when it is newer (every decision bumps
+``version``), never an older committed one over a decision not yet committed.
 
 Timers: a heap per process, rebuilt from the states; a due timer is produced to the inbox as a
 ``timer`` event and decided like any other (the state says whether it still counts).
@@ -125,7 +127,11 @@ class Orchestrator:
             if data.get("partition") != partition:
                 continue
             state = WorkflowState.from_dict(data)
-            self.states[key.decode()] = state
+            wid = key.decode()
+            known = self.states.get(wid)
+            if known is not None and known.version >= state.version:
+                continue  # decided here since (maybe not committed yet): newer than what was committed
+            self.states[wid] = state
             self._schedule(state)
             loaded += 1
         log.info("%s: loaded %d workflow states of inbox partition %d", self.wf.name, loaded, partition)

@@ -196,9 +196,6 @@ def test_without_the_token_nothing_is_shown(settings: Settings, context: Browser
         assert all(TOKEN not in c["value"] for c in context.cookies())
 
 
-# Known flaky late in the full suite on 2 cores (a workflow stalls; passes alone): rerun while the
-# cause is found (session note of 2026-11-30). Reruns only this test, and the rerun must pass.
-@pytest.mark.flaky(reruns=2)
 def test_workflow_timeline_updates_while_it_runs_and_buttons_steer(settings: Settings, context: BrowserContext) -> None:
     # Given the workflows API of `kstream serve` with the console mounted at /console (one process)
     # verify takes 12 s: time enough, on a loaded machine, to find the workflow running
@@ -217,6 +214,10 @@ def test_workflow_timeline_updates_while_it_runs_and_buttons_steer(settings: Set
         status, body = http("POST", f"{root}/workflows/onboarding", {"email": "ann@x"}, auth)
         assert status == 202
         wid = body["workflowId"]
+        # (the list is the orchestrator's record: it shows the workflow once its workers have
+        # joined their groups and decided the start, which takes a while on a loaded machine)
+        wait_until(lambda: wid in str(http("GET", f"{root}/workflows?type=onboarding", None, auth)[1]), timeout=60,
+                   what="the started workflow in the list")
         page = context.new_page()
         sign_in(page, base, TOKEN)
         page.click("header nav >> text=Workflows")

@@ -146,9 +146,6 @@ def test_hold_blocks_and_a_trash_replay_finishes_without_rerunning_the_others(se
     assert len(services.of("crm")) == 4
 
 
-# Known flaky late in the full suite on 2 cores (a workflow stalls; passes alone): rerun while the
-# cause is found (session note of 2026-11-30). Reruns only this test, and the rerun must pass.
-@pytest.mark.flaky(reruns=2)
 def test_a_workflow_runs_another_as_a_step(settings: Settings) -> None:
     # Given a kyc workflow called as a step of signup (undone by "forget" if signup fails later)
     from kstream import Retry, Workflow

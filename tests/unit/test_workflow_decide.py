@@ -428,3 +428,37 @@ def test_discarding_the_held_step_compensates_and_a_discarded_compensation_is_sk
     run.comp_event("completed")
     assert run.s.status == "compensated"
     assert [(c.name, c.status) for c in run.s.compensations] == [("refund", "discarded"), ("deprovision", "completed")]
+
+
+def test_reloading_the_states_keeps_decisions_newer_than_the_committed_ones() -> None:
+    # Given an orchestrator whose latest decision on a workflow is in its open transaction (v3),
+    # while the state topic holds the committed v2 of it and v1 of a workflow decided elsewhere
+    import threading
+
+    from kstream.codecs import to_json
+    from kstream.workflows.engine import Orchestrator
+    from tests.unit.fakes import FakeRecord
+
+    wf = onboarding()
+    def state(wid: str, status: str, version: int) -> WorkflowState:
+        return WorkflowState(id=wid, type="onboarding", status=status, input={}, started=0, updated=0, steps={},
+                             version=version)
+
+    def record(s: WorkflowState, offset: int) -> FakeRecord:
+        return FakeRecord(key_=s.id.encode(), value_=to_json({**s.to_dict(), "partition": 0}).encode(), offset_=offset)
+
+    mine = state("w1", "running", 3)
+    committed = [record(state("w1", "running", 2), 0), record(state("w2", "completed", 1), 1)]
+
+    class Reader:
+        def read_compacted(self, topic: str, timeout: float) -> list[FakeRecord]:
+            return committed
+
+    orch = Orchestrator(wf, namespace="ns", trash_topic="ns.trash", reader=Reader(),  # type: ignore[arg-type]
+                        producer=lambda: None, stop=threading.Event())  # type: ignore[arg-type,return-value]
+    orch.states["w1"] = mine
+    # When an inbox offset gap (a transaction marker) makes it read the partition's states again
+    orch._load(0)
+    # Then its own newer decision stays, and the state decided elsewhere is taken
+    assert orch.states["w1"] is mine
+    assert orch.states["w2"].status == "completed" and orch.states["w2"].version == 1
