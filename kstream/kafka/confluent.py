@@ -64,6 +64,11 @@ CONSUMER_DEFAULTS: dict[str, str] = {
     "enable.auto.offset.store": "false",
     "auto.offset.reset": "earliest",
     "group.protocol": "consumer",
+    # A node's members share its input topics and its replay topic. The broker's default
+    # assignor (uniform) balances the count of partitions over all of them, so a member that
+    # joins may get only the (mostly idle) replay partitions and take no load; range spreads
+    # every topic's partitions over the members.
+    "group.remote.assignor": "range",
     "enable.partition.eof": "false",
     # The local fetch queue, per consumer: librdkafka's default (64 MiB) lets a fast worker's
     # memory creep up for minutes; 16 MiB is still many batches ahead of the handlers.
@@ -81,6 +86,8 @@ PRODUCER_DEFAULTS: dict[str, str] = {
 }
 # Properties librdkafka rejects under the consumer group protocol (KIP-848); dropped with it.
 _CLASSIC_ONLY = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy")
+# And those of the consumer protocol only, dropped with the classic one.
+_CONSUMER_ONLY = ("group.remote.assignor",)
 # A commit refused because this consumer is no longer (or not yet again) a member of its group
 # generation: at-least-once, the next owner of those partitions processes the messages again.
 _NOT_A_MEMBER = {
@@ -245,6 +252,9 @@ def _config(base: Mapping[str, str], settings: Mapping[str, str], extra: Mapping
         conf["error_cb"] = watch.on_error
     if conf.get("group.protocol") == "consumer":
         for name in _CLASSIC_ONLY:
+            conf.pop(name, None)
+    elif "group.protocol" in conf:
+        for name in _CONSUMER_ONLY:
             conf.pop(name, None)
     return conf
 

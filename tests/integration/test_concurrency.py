@@ -219,7 +219,7 @@ def test_second_worker_joining_and_leaving_keeps_key_order_and_loses_nothing(set
     values = jsons(out)
     assert {int(v["id"]) for v in values} == set(range(total))
     assert took_part > 0, "the second worker took over some partitions"
-    assert protocol == (("CLASSIC", "cooperative-sticky") if kafka else ("CONSUMER", "uniform"))
+    assert protocol == (("CLASSIC", "cooperative-sticky") if kafka else ("CONSUMER", "range"))
     seen: set[int] = set()
     first = [v for v in values if not (int(v["id"]) in seen or seen.add(int(v["id"])))]  # type: ignore[func-returns-value]
     _assert_key_order(first)
