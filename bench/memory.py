@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "growth": growth, "target_growth": TARGET_GROWTH, "met": v["met"], "verdict": v,
                                     "msgs_per_s_between": (args.messages - first) / span if span > 0 else None}
                 print(f"steady: RSS {r1:.1f} MB after {first:,}, {r2:.1f} MB after {args.messages:,}: growth "
-                      f"{verdict_text(v, '+.3f')}; peak {w['peak_rss_mb']:.1f} MB", flush=True)
+                      f"{verdict_text(v, '+.1%')}; peak {w['peak_rss_mb']:.1f} MB", flush=True)
                 machine_between = machine()
             if args.backlog:
                 source, output = f"bench.mem.backlog.{run_id}", f"bench.mem.backlog.out.{run_id}"

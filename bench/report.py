@@ -162,7 +162,7 @@ def memory_lines(results: Path) -> list[str]:
             v = s.get("verdict") or {"median": s["growth"], "min": s["growth"], "max": s["growth"], "rounds": 1,
                                      "target": s["target_growth"], "op": "<=", "met": s["growth"] <= s["target_growth"]}
             out.append(f"- Steady pass-through {what}: RSS {s['rss_first_mb']:.1f} MB after {s['first']:,} messages, "
-                       f"{s['rss_last_mb']:.1f} MB after {s['messages']:,}: growth {verdict_cell(v, '+.3f')} "
+                       f"{s['rss_last_mb']:.1f} MB after {s['messages']:,}: growth {verdict_cell(v, '+.1%')} "
                        f"[{provenance(mem)}].")
     bl_file = load("memory-backlog", results)
     bl = (bl_file or {}).get("backlog")
@@ -219,7 +219,7 @@ def figures(name: str, data: dict[str, Any]) -> list[str]:
                 for k, r in data["variants"].items()]
     if name.startswith("memory") and data.get("steady"):
         s = data["steady"]
-        return [f"RSS growth {verdict_cell(verdict([s['growth']], s['target_growth'], at_least=False), '+.3f')}"]
+        return [f"RSS growth {verdict_cell(verdict([s['growth']], s['target_growth'], at_least=False), '+.1%')}"]
     if name.startswith("memory") and data.get("backlog"):
         return [f"backlog {data['backlog']['backlog']:,}: peak RSS {fmt(data['backlog']['peak_rss_mb'], '.1f')} MB"]
     return []

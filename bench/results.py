@@ -183,7 +183,8 @@ def verdict_text(v: dict[str, Any], spec: str = ".2f") -> str:
               else "1 round")
     if v["target"] is None:  # a figure reported without a target
         return f"{format(v['median'], spec)} ({spread})"
-    return (f"{format(v['median'], spec)} ({spread}; target {v['op']} {v['target']:g}): "
+    target = format(v["target"], spec.lstrip("+")) if spec.endswith("%") else f"{v['target']:g}"
+    return (f"{format(v['median'], spec)} ({spread}; target {v['op']} {target}): "
             f"{'met' if v['met'] else 'NOT met'}")
 
 
