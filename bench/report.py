@@ -197,7 +197,7 @@ def figures_index(results: Path = RESULTS) -> str:
     out = ["| results file | figure | from |", "|---|---|---|"]
     for path in sorted(results.glob("*.json")):
         data = json.loads(path.read_text())
-        out.append(f"| `{path.name}` | {'; '.join(figures(path.stem, data)) or 'see REPORT.md'} | {provenance(data)} |")
+        out.append(f"| `{path.name}` | {'; '.join(figures(path.stem, data)) or 'no headline verdict (see the file)'} | {provenance(data)} |")
     return "\n".join(out)
 
 
