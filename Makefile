@@ -65,6 +65,7 @@ bench: venv
 	$(BIN)/python -m bench.latency
 	$(BIN)/python -m bench.prefetch
 	$(BIN)/python -m bench.memory
+	$(BIN)/python -m bench.memory --backlog 0 --malloc-arena-max 0 --name memory-no-arena-limit
 	$(BIN)/python -m bench.passthrough
 	$(BIN)/python -m bench.passthrough --contenders kstream-bytes,kstream-bytes-metrics,kstream-bytes-tracing,kstream-bytes-tracing-sdk --name passthrough-observe
 	$(BIN)/python -m bench.observe_cost
@@ -74,7 +75,7 @@ bench: venv
 
 # The same, scaled down (~8 min): for a quick look, not for the figures.
 bench-quick: venv
-	$(BIN)/python bench/peers.py --messages 200000 --repeat 1 --faust-messages 20000
+	$(BIN)/python bench/peers.py --messages 50000 --repeat 1
 	$(BIN)/python -m bench.eos --messages 100000 --repeat 1
 	$(BIN)/python -m bench.latency --seconds 10 --variants default,tuned
 	$(BIN)/python -m bench.prefetch

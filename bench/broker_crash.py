@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench.common import REPO, machine, versions, write_json
+from bench.results import add_tree_args, check_tree
 from tests.integration.crash_scenario import run_once
 
 
@@ -31,14 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--records", type=int, default=30_000)
     ap.add_argument("--down", type=float, default=5.0, help="seconds the broker stays down")
-    ap.add_argument("--allow-dirty", action="store_true", help="run on a modified tree (marked in the results)")
+    add_tree_args(ap)
     ap.add_argument("--name", default="broker_crash", help="results file name (bench/results/NAME.json)")
     ap.add_argument("--label", default="", help="what this run measures, kept in the results (e.g. a baseline)")
     args = ap.parse_args(argv)
-    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=REPO, check=False).stdout
-    if dirty.strip() and not args.allow_dirty:
-        print("the tree has uncommitted changes: commit first, or pass --allow-dirty", file=sys.stderr)
-        return 2
+    tree = check_tree(args.allow_dirty)
     started = {"machine": machine(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     rounds = []
     for i in range(args.rounds):
@@ -53,14 +50,14 @@ def main(argv: list[str] | None = None) -> int:
                 keep.write_text(log.read_text()[-200_000:] if log.exists() else "")
     ok = sum(1 for r in rounds if r["ok"])
     data = {
-        "benchmark": "broker_crash", "label": args.label, "dirty_tree": bool(dirty.strip()),
-        "dirty_files": dirty.split("\n") if dirty.strip() else [], "versions": versions(),
+        "benchmark": "broker_crash", "label": args.label, "dirty_tree": tree.dirty,
+        "dirty_files": tree.dirty_files, "versions": versions(),
         "before": started, "after": {"machine": machine()},
         "params": {"rounds": args.rounds, "records": args.records, "down_s": args.down, "partitions": 6},
         "rounds": rounds, "rounds_ok": ok,
         "verdict": "met" if ok == args.rounds else f"not met: {args.rounds - ok} of {args.rounds} rounds broke an invariant",
     }
-    path = write_json(args.name, data)
+    path = write_json(args.name, data, tree=tree)
     print(f"{ok}/{args.rounds} rounds kept every invariant -> {path}")
     return 0 if ok == args.rounds else 1
 

@@ -180,7 +180,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=5, help="batch runs timed per round after the first")
     parser.add_argument("--baseline", metavar="REV", help="also measure this commit (the code before)")
+    from bench.results import add_tree_args, check_tree
+
+    add_tree_args(parser)
     args = parser.parse_args()
+    tree = check_tree(args.allow_dirty)
 
     from bench.common import REPO, broker, create_topics, delete_topics, machine, versions, write_json
 
@@ -228,7 +232,7 @@ def main() -> int:
                    "rounds": args.rounds, "runs": args.runs},
         "machine": {"before": load_before, "after": machine()}, "median": summary, "rounds": rounds,
     }
-    path = write_json("compacted", data)
+    path = write_json("compacted", data, tree=tree)
     for label, values in summary.items():
         print(f"median {label:<6} " + "  ".join(f"{k} {v}" for k, v in values.items()))
     print(f"-> {path}")

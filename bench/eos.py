@@ -37,6 +37,7 @@ from bench.common import (
     write_json,
 )
 from bench.peers.kstream_app import build, env_for
+from bench.results import add_tree_args, check_tree
 
 APP = "bench/peers/kstream_app.py:topology"
 TARGET_RATIO = 0.7
@@ -58,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=20_000)
+    add_tree_args(ap)
     args = ap.parse_args(argv)
+    tree = check_tree(args.allow_dirty)
     machine_before = machine()
     created: list[str] = []
     run_id = uuid.uuid4().hex[:6]
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["chain", "msgs/s", "CPU s/100k", "broker CPU s/100k", "peak RSS MB", "all rounds"], rows))
     ok = ratio >= TARGET_RATIO
     print(f"\neos/alo = {ratio:.2f} (target >= {TARGET_RATIO}): {'met' if ok else 'NOT met'}; per round {per_round}")
-    path = write_json("eos", {
+    path = write_json("eos", tree=tree, data={
         "benchmark": "eos", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {"messages": args.messages, "partitions": args.partitions, "repeat": args.repeat, "warmup": args.warmup,
                    "chain": "a -> b -> c, bytes pass-through, one kstream run process, default settings"},

@@ -11,7 +11,15 @@ each message awaits ``--sleep-ms`` 1 ms; ``--sleep-kind sync`` for a blocking ha
 thread pool). RSS when 10%, 50% and 100% of the backlog is processed: memory must stay
 bounded (the worker holds at most ``runtime.buffer_size`` messages; the rest stays in Kafka).
 
-Writes ``bench/results/memory.json``.
+``--malloc-arena-max N`` runs the worker with ``MALLOC_ARENA_MAX=N``; ``kstream run`` keeps a
+value that is already set, so ``0`` (outside glibc's range, hence glibc's own default of 8 arenas
+per core) measures the worker as it was before ``kstream run`` limited the arenas to 2.
+
+Writes the steady part to ``bench/results/NAME.json`` and the backlog part to
+``bench/results/NAME-backlog.json`` (``--name``, default ``memory``), each with the commit,
+versions, machine and load before and after.
+
+    .venv/bin/python -m bench.memory --backlog 0 --malloc-arena-max 0 --name memory-no-arena-limit
 """
 
 from __future__ import annotations
@@ -25,21 +33,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    BenchError,
-    ProcessContender,
-    WatermarkCounter,
-    broker,
-    create_topics,
-    delete_topics,
-    kstream_run,
-    machine,
-    proc_status_kb,
-    produce_input,
-    versions,
-    write_json,
-)
+from bench.contenders import kstream_run
+from bench.harness import BenchError, WatermarkCounter, broker, create_topics, delete_topics, produce_input
 from bench.peers.kstream_app import env_for
+from bench.procstats import ProcessContender, proc_status_kb
+from bench.results import add_tree_args, check_tree, machine, verdict, verdict_text, versions, write_json
 
 APP = "bench/peers/kstream_app.py:topology"
 TARGET_GROWTH = 0.10
@@ -101,10 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--runtime", action="append", default=[], metavar="KEY=VALUE",
                     help="backlog part: a [runtime] setting of the worker, e.g. buffer_size=5000 (repeatable)")
+    ap.add_argument("--malloc-arena-max", metavar="N",
+                    help="run the worker with MALLOC_ARENA_MAX=N (default: what kstream run sets, 2; 0: glibc's default)")
+    ap.add_argument("--name", default="memory", help="results: NAME.json (steady), NAME-backlog.json (default memory)")
+    add_tree_args(ap)
     args = ap.parse_args(argv)
+    tree = check_tree(args.allow_dirty)
+    arena_env = {} if args.malloc_arena_max is None else {"MALLOC_ARENA_MAX": args.malloc_arena_max}
     machine_before = machine()
     created: list[str] = []
     result: dict[str, Any] = {}
+    machine_between: dict[str, Any] | None = None
     run_id = uuid.uuid4().hex[:6]
     with broker() as handle:
         b = handle.bootstrap
@@ -117,18 +122,20 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.perf_counter()
                 produce_input(b, source, args.messages)
                 print(f"steady: {args.messages:,} input records written in {time.perf_counter() - started:.0f} s", flush=True)
-                proc = kstream_run("memory-steady", APP, bootstrap=b, namespace=f"benchmem{run_id}", env=env_for(source, output))
+                proc = kstream_run("memory-steady", APP, bootstrap=b, namespace=f"benchmem{run_id}",
+                                   env={**env_for(source, output), **arena_env})
                 first = min(args.first, args.messages)
                 w = watch(proc, b, output, args.partitions, [first, args.messages])
                 r1, r2 = w["at"][first]["rss_mb"], w["at"][args.messages]["rss_mb"]
                 growth = r2 / r1 - 1
                 span = w["at"][args.messages]["seconds"] - w["at"][first]["seconds"]
+                v = verdict([growth], TARGET_GROWTH, at_least=False)
                 result["steady"] = {**w, "messages": args.messages, "first": first, "rss_first_mb": r1, "rss_last_mb": r2,
-                                    "growth": growth, "target_growth": TARGET_GROWTH, "met": growth <= TARGET_GROWTH,
+                                    "growth": growth, "target_growth": TARGET_GROWTH, "met": v["met"], "verdict": v,
                                     "msgs_per_s_between": (args.messages - first) / span if span > 0 else None}
-                print(f"steady: RSS {r1:.1f} MB after {first:,}, {r2:.1f} MB after {args.messages:,}: growth {growth:+.1%} "
-                      f"(target <= {TARGET_GROWTH:.0%}): {'met' if growth <= TARGET_GROWTH else 'NOT met'}; "
-                      f"peak {w['peak_rss_mb']:.1f} MB", flush=True)
+                print(f"steady: RSS {r1:.1f} MB after {first:,}, {r2:.1f} MB after {args.messages:,}: growth "
+                      f"{verdict_text(v, '+.1%')}; peak {w['peak_rss_mb']:.1f} MB", flush=True)
+                machine_between = machine()
             if args.backlog:
                 source, output = f"bench.mem.backlog.{run_id}", f"bench.mem.backlog.out.{run_id}"
                 create_topics(b, [source, output], args.partitions)
@@ -142,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                     config = Path(tempfile.mkstemp(prefix="bench-mem-", suffix=".toml")[1])
                     config.write_text("[runtime]\n" + "".join(f"{k} = {v}\n" for k, v in runtime.items()))
                 proc = kstream_run("memory-backlog", APP, bootstrap=b, namespace=f"benchbl{run_id}", config=config,
-                                   env=env_for(source, output, prefetch=args.prefetch, sleep_ms=args.sleep_ms,
-                                               sleep_kind=args.sleep_kind))
+                                   env={**env_for(source, output, prefetch=args.prefetch, sleep_ms=args.sleep_ms,
+                                                  sleep_kind=args.sleep_kind), **arena_env})
                 marks = [max(1, args.backlog * p // 100) for p in (10, 50, 100)]
                 w = watch(proc, b, output, args.partitions, marks)
                 at = {f"{p}%": w["at"][m] for p, m in zip((10, 50, 100), marks, strict=True)}
@@ -164,9 +171,20 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if handle.pid is None:
                 delete_topics(b, created)
-    path = write_json("memory", {"benchmark": "memory", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                 "machine_before": machine_before, "machine_after": machine(), "versions": vers, **result})
-    print(f"results: {path}")
+    machine_after = machine()
+    common = {"malloc_arena_max": args.malloc_arena_max or "2 (set by kstream run)", "partitions": args.partitions}
+    if "steady" in result:
+        path = write_json(args.name, tree=tree, data={
+            "benchmark": "memory", "part": "steady", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": common,
+            "machine_before": machine_before, "machine_after": machine_between or machine_after, "versions": vers,
+            "steady": result["steady"]})  # fmt: skip
+        print(f"results: {path}")
+    if "backlog" in result:
+        path = write_json(f"{args.name}-backlog", tree=tree, data={
+            "benchmark": "memory", "part": "backlog", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": common,
+            "machine_before": machine_between or machine_before, "machine_after": machine_after, "versions": vers,
+            "backlog": result["backlog"]})  # fmt: skip
+        print(f"results: {path}")
     return 0
 
 

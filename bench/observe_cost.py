@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.common import RESULTS_DIR, write_json
+from bench.results import add_tree_args, check_tree
 from kstream.metrics import Metrics
 from kstream.runtime.processor import NodeProcessor
 from kstream.topology import Topology
@@ -117,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=40, help="rounds; the best of each variant is kept (default 40)")
     ap.add_argument("--per-message-us", type=float, default=None,
                     help="CPU us of one pass-through message end to end (default: latest passthrough-observe.json)")
+    add_tree_args(ap)
     args = ap.parse_args(argv)
+    tree = check_tree(args.allow_dirty)
     per_message = args.per_message_us or _latest_per_message_us()
     load_before = os.getloadavg()
     records = [_Record(i, int(time.time() * 1000)) for i in range(1000)]
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         if extra and per_message:
             extra += f", {100 * added[name] / per_message:.1f} % of a {per_message:.1f} us pass-through message"
         print(f"  {name:<12} {us:6.2f} us{extra}{')' if extra else ''}")
-    path = write_json("observe-cost", {
+    path = write_json("observe-cost", tree=tree, data={
         "benchmark": "observe_cost",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "commit": _commit(),

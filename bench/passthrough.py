@@ -54,6 +54,7 @@ from bench.common import (
     table,
     write_json,
 )
+from bench.results import add_tree_args, check_tree
 
 TARGET_RATIO = 0.6
 BATCH = 500
@@ -211,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--contenders", default="raw,kstream-bytes,kstream-dict",
                     help="comma-separated subset of " + ", ".join(CONTENDERS) + " (default raw,kstream-bytes,kstream-dict)")
     ap.add_argument("--name", default="passthrough", help="results file bench/results/NAME.json (default passthrough)")
+    add_tree_args(ap)
     args = ap.parse_args(argv)
+    tree = check_tree(args.allow_dirty)
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONTENDERS]
     if unknown or not names:
@@ -282,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         per_round = ", ".join(f"{r:.2f}" for r in round_ratios["kstream-bytes/raw"])
         print(f"\nkstream-bytes/raw = {ratios['kstream-bytes/raw']:.2f} (target >= {TARGET_RATIO}): {'met' if ok else 'NOT met'}"
               f"; per round: {per_round}")
-    path = write_json(args.name, {
+    path = write_json(args.name, tree=tree, data={
         "benchmark": "passthrough",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {

@@ -35,6 +35,7 @@ from bench.common import (
     write_json,
 )
 from bench.peers.kstream_app import env_for
+from bench.results import add_tree_args, check_tree
 
 APP = "bench/peers/kstream_app.py:topology"
 TARGET_RATIO = 15.0
@@ -64,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keys", type=int, default=200)
     ap.add_argument("--sleep-ms", type=float, default=10.0)
     ap.add_argument("--prefetch", type=int, default=20)
+    add_tree_args(ap)
     args = ap.parse_args(argv)
+    tree = check_tree(args.allow_dirty)
     machine_before = machine()
     created: list[str] = []
     run_id = uuid.uuid4().hex[:6]
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"per-key order of the prefetch-{args.prefetch} output: {'kept' if order['ok'] else 'BROKEN'} "
           f"({order['records']:,} records, {order['keys']} keys, {order['n_keys_out_of_order']} out of order, "
           f"{order['missing']} missing)")
-    path = write_json("prefetch", {
+    path = write_json("prefetch", tree=tree, data={
         "benchmark": "prefetch", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {"messages": args.messages, "keys": args.keys, "sleep_ms": args.sleep_ms, "prefetch": args.prefetch,
                    "partitions": 1, "handler": "async, await asyncio.sleep(sleep_ms), bytes pass-through"},

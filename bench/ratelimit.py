@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BenchError, broker, create_topics, delete_topics, machine, versions, write_json
+from bench.results import add_tree_args, check_tree
 
 SERVICE = "erp"
 WORKERS = 4
@@ -288,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="rounds of each variant")
     parser.add_argument("--warm", type=float, default=1.0,
                         help="seconds between the last worker reading the claims and the work arriving")
+    add_tree_args(parser)
     args = parser.parse_args(argv)
+    tree = check_tree(args.allow_dirty)
     variants = [v for v in args.variants.split(",") if v]
     if not variants or set(variants) - {"skewed", "sigterm", "sigkill"}:
         parser.error("--variants: a comma-separated list of skewed, sigterm, sigkill")
@@ -307,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"benchmark broke: {exc}", file=sys.stderr)
         return 1
-    path = write_json("ratelimit", {
+    path = write_json("ratelimit", tree=tree, data={
         "rate": args.rate, "records": args.records, "workers": WORKERS, "work_shares": list(SHARES),
         "threads_per_worker": args.threads, "event_at_s": args.event_at, "warm_s": args.warm,
         "versions": info, "machine_before": before, "machine_after": machine(), "rounds": rounds,

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, BenchError, ProcessContender, broker, free_port, machine, provision_topology, versions, write_json
+from bench.results import add_tree_args, check_tree
 
 VEGETA = "github.com/tsenart/vegeta/v12@v12.13.0"
 TOOLS = REPO / ".tools" / "bin"
@@ -211,7 +212,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workflows", type=int, default=2000)
+    add_tree_args(parser)
     args = parser.parse_args()
+    tree = check_tree(args.allow_dirty)
     sys.path.insert(0, str(REPO))
     exe = vegeta()
     load_before = machine()
@@ -220,7 +223,7 @@ def main() -> int:
         throughput = bench_throughput(handle.bootstrap, args)
         result = {"benchmark": "workflows", "versions": versions(handle), "machine_before": load_before,
                   "vegeta": VEGETA, **api, "throughput": throughput}
-    path = write_json("workflows", result)
+    path = write_json("workflows", result, tree=tree)
     print(f"wrote {path}")
     return 0
 

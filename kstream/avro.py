@@ -39,7 +39,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from kstream.errors import DeclarationError
+from kstream.errors import DeclarationError, WrongOutputType
 
 Compatibility = Literal["BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
                         "FULL", "FULL_TRANSITIVE", "NONE"]
@@ -75,7 +75,7 @@ class AvroSpec:
             return value.model_dump(mode="python")
         if isinstance(value, dict):
             return value
-        raise TypeError(f"an Avro output must be a pydantic model or a dict, not {type(value).__name__}")
+        raise WrongOutputType(f"an Avro output must be a pydantic model or a dict, not {type(value).__name__}")
 
 
 def model_schema(model: type[BaseModel]) -> dict[str, Any]:

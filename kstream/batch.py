@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from kstream.codecs import AvroCodec, from_json, to_json
 from kstream.context import Context, Emit, Raw
+from kstream.errors import WrongOutputType
 from kstream.kafka.port import ReadProgress, TopicFollower, TopicReader, latest_by_key
 from kstream.schemas import schema_path
 
@@ -242,7 +243,7 @@ class BatchRunner:
     def finish(self, page: Any, ctx: Context, *, run: str, cursor: Any, number: int, params: Any) -> list[Any]:
         """The outputs of one fetched page: items, the cursor record, the continuation."""
         if not isinstance(page, Page):
-            raise TypeError(f"a batch handler returns kstream.Page, not {type(page).__name__}")
+            raise WrongOutputType(f"a batch handler returns kstream.Page, not {type(page).__name__}")
         scope = ctx.scope or ""
         prev = self.cache.get(scope) or CursorState(self.topology, self.node, scope)
         outputs: list[Any] = self._items(page.items)

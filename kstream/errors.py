@@ -5,6 +5,7 @@ The tree::
     KstreamError                      root; ``retryable`` says whether trying again may help
     ├── ConfigError                   settings that make no sense (bad value, unreadable file)
     ├── DeclarationError              a topology that cannot exist (cycle, unknown ``after``, bad name)
+    │   └── InvalidRetry              ``Retry(...)`` out of range (also a ``ValueError``)
     ├── AppLoadError                  ``APP`` (``module:attr`` / ``file.py:attr``) cannot be loaded
     ├── BrokerError                   talking to Kafka failed
     │   ├── BrokerUnavailable         no broker answered in time (retryable)
@@ -16,10 +17,19 @@ The tree::
     ├── RegistryError                 the schema registry refused or did not answer (retryable then)
     ├── Permanent                     raised by handlers: do not retry, send to the Trash
     │   ├── DecodeError               a payload that cannot be decoded or validated
-    │   └── EncodeError               an output that does not fit its topic's schema
+    │   │   └── BadHeader             a kstream header out of range (also a ``ValueError``)
+    │   ├── EncodeError               an output that does not fit its topic's schema
+    │   ├── WrongOutputType           a handler returned a type its node cannot write (also a ``TypeError``)
+    │   └── HopLimitExceeded          a message passed more nodes than ``hop_limit``: most likely a loop
     ├── RateLimited                   raised by handlers on a 429: slow the service down, retry
     ├── TrashFlood                    too much of a node's input went to the Trash: stop the node
-    └── NotFound                      an id, node, scope or topic that does not exist
+    ├── NotFound                      an id, node, scope or topic that does not exist
+    └── Unsettled                     ``TopologyDriver.run`` still moving after its passes: a loop
+                                      (also a ``RuntimeError``)
+
+Where callers may rely on a builtin (``except ValueError`` around ``Retry(...)``, ``except
+TypeError``), the class derives from both the kstream class and the builtin, so old ``except``
+clauses keep working.
 
 Errors carry data as attributes (``node``, ``topic``, ``partition``, ``offset``, ``reason``) so
 callers can act on them without parsing messages.
@@ -44,6 +54,10 @@ class DeclarationError(KstreamError):
     def __init__(self, message: str, *, node: str | None = None) -> None:
         super().__init__(message)
         self.node = node
+
+
+class InvalidRetry(DeclarationError, ValueError):
+    """``Retry(...)`` with a value out of range (attempts below 1, a negative backoff...)."""
 
 
 class AppLoadError(KstreamError):
@@ -109,8 +123,24 @@ class DecodeError(Permanent):
         self.reason = reason
 
 
+class BadHeader(DecodeError, ValueError):
+    """A kstream header of an input record is out of range (negative hops, attempt below 1)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="decode")
+
+
 class EncodeError(Permanent):
     """An output value does not fit the Avro schema of the topic it goes to."""
+
+
+class WrongOutputType(Permanent, TypeError):
+    """A handler returned something its node cannot write: a batch handler not a ``Page``, an
+    Avro output neither a pydantic model nor a dict. Retrying the same code cannot fix it."""
+
+
+class HopLimitExceeded(Permanent):
+    """A message passed more nodes than ``hop_limit``: most likely a loop."""
 
 
 class RegistryError(KstreamError):
@@ -145,3 +175,7 @@ class TrashFlood(KstreamError):
 
 class NotFound(KstreamError):
     """A named thing (trash entry, node, cursor scope, topic) does not exist."""
+
+
+class Unsettled(KstreamError, RuntimeError):
+    """The in-memory ``TopologyDriver`` kept moving records after its last pass: a loop."""

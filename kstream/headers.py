@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from kstream.errors import BadHeader
 from kstream.types import Attempt, HeaderList, Record
 
 ID = "kstream-id"
@@ -130,7 +131,7 @@ def read(headers: HeaderList | None, topic: str, partition: int, offset: int) ->
             elif name == REPLAY_OF:
                 replay_of = value
         if hops < 0 or attempt < 1:
-            raise ValueError(f"header {HOPS}={hops} / {ATTEMPT}={attempt} out of range")
+            raise BadHeader(f"header {HOPS}={hops} / {ATTEMPT}={attempt} out of range")
     return Envelope(message_id or f"{topic}/{partition}/{offset}", workflow, hops, attempt, carried, attempts, replay_of)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from kstream.errors import InvalidRetry
+
 
 @dataclass(frozen=True, slots=True)
 class Retry:
@@ -14,7 +16,8 @@ class Retry:
     ``n+1`` is ``backoff * 2**(n-1)``, capped at ``max_backoff``, with up to ``jitter`` (a
     fraction) added at random. Only exceptions of the types in ``on`` are retried;
     :class:`kstream.Permanent` and decoding/validation errors never are. ``timeout`` (seconds)
-    cancels an async attempt that hangs and counts it as failed.
+    cancels an async attempt that hangs and counts it as failed. Values out of range raise
+    :class:`kstream.errors.InvalidRetry` (a ``DeclarationError`` and a ``ValueError``).
     """
 
     attempts: int = 3
@@ -26,11 +29,11 @@ class Retry:
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
-            raise ValueError("Retry.attempts must be at least 1")
+            raise InvalidRetry("Retry.attempts must be at least 1")
         if self.backoff < 0 or self.max_backoff < 0 or self.jitter < 0:
-            raise ValueError("Retry backoff, max_backoff and jitter must not be negative")
+            raise InvalidRetry("Retry backoff, max_backoff and jitter must not be negative")
         if self.timeout is not None and self.timeout <= 0:
-            raise ValueError("Retry.timeout must be positive")
+            raise InvalidRetry("Retry.timeout must be positive")
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed try number ``attempt`` (1-based)."""

@@ -1,12 +1,15 @@
 """The raw confluent-kafka loop of ``bench.passthrough`` as its own process (for ``bench.peers``).
 
-    .venv/bin/python -m bench.peers.raw_loop BOOTSTRAP SOURCE OUTPUT
+    .venv/bin/python -m bench.peers.raw_loop BOOTSTRAP SOURCE OUTPUT [MIDDLE1 MIDDLE2]
 
+With MIDDLE1 MIDDLE2 (existing topics), three loops run on three threads of this process:
+SOURCE -> MIDDLE1 -> MIDDLE2 -> OUTPUT, the shape of a 3-node kstream chain in one worker.
 Runs until SIGTERM/SIGINT, then commits what it produced and exits 0.
 """
 
 from __future__ import annotations
 
+import itertools
 import signal
 import sys
 import threading
@@ -16,10 +19,26 @@ from bench.passthrough import raw
 
 def main() -> int:
     bootstrap, source, output = sys.argv[1:4]
+    names = [source, *sys.argv[4:6], output]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    raw(bootstrap, source, output)(stop)
+    errors: list[BaseException] = []
+
+    def stage(src: str, dst: str) -> None:
+        try:
+            raw(bootstrap, src, dst)(stop)
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=stage, args=(s, d), name=f"raw-{i}") for i, (s, d) in enumerate(itertools.pairwise(names))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
     return 0
 
 

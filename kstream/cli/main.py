@@ -102,8 +102,8 @@ def hide_secrets(argv: list[str], env: dict[str, str]) -> list[str]:
 
 def _limit_malloc_arenas(env: dict[str, str], argv: list[str]) -> bool:
     """glibc gives each thread that allocates its own malloc arena; a worker's handler, poll
-    and librdkafka threads then fragment memory and RSS creeps up (measured: +30 % from 1M to
-    5M messages; with ``MALLOC_ARENA_MAX=2`` it stays flat, -1 %). glibc reads it at start, so
+    and librdkafka threads then fragment memory and hold more of it (``bench.memory``: results
+    ``memory.json`` with the limit, ``memory-no-arena-limit.json`` without). glibc reads it at start, so
     ``kstream run`` re-executes itself once with it set, unless the environment already says
     otherwise. Process-wide, so done here, at the edge. True if ``env`` was changed."""
     if env.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux") or "run" not in argv:

@@ -36,7 +36,7 @@ from kstream import headers as hdr
 from kstream.batch import BatchRunner, CursorState, CursorView, read_cursors
 from kstream.codecs import encode, encode_key, from_json
 from kstream.config import Settings
-from kstream.errors import ConfigError, NotFound
+from kstream.errors import ConfigError, NotFound, Unsettled
 from kstream.kafka.port import latest_by_key
 from kstream.naming import group_id
 from kstream.provision import apply, input_topics, plan, retry_topic_of
@@ -168,7 +168,7 @@ class TopologyDriver:
             handled += moved
             if not moved:
                 return handled
-        raise RuntimeError(f"topology {self.topology.name} did not settle after {MAX_ROUNDS} passes (a loop?)")
+        raise Unsettled(f"topology {self.topology.name} did not settle after {MAX_ROUNDS} passes (a loop?)")
 
     def _drain(self, run: _NodeRun) -> int:
         now_ms = int(self.clock.time() * 1000)

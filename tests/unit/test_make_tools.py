@@ -18,6 +18,8 @@ def _programs_run() -> set[str]:
     found: set[str] = set()
     for folder in ("tests", "kstream", "bench"):
         for path in (ROOT / folder).rglob("*.py"):
+            if any(part.startswith(".venv") for part in path.relative_to(ROOT).parts):
+                continue  # the benchmarks' peer venvs (bench/.venv-*, ignored): third-party code
             text = path.read_text()
             found.update(re.findall(r"subprocess\.\w+\(\s*\[\s*\"([\w.+-]+)\"", text))
             found.update(re.findall(r"shutil\.which\(\s*\"([\w.+-]+)\"\s*\)", text))
