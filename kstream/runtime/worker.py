@@ -1,9 +1,10 @@
 """The worker: one member of one node's consumer group.
 
 The worker's own thread polls Kafka, hands batches to a strategy (serial for prefetch 1,
-concurrent for prefetch N), applies backpressure and commits. It keeps polling whatever the
-handlers do: the serial strategy calls back into :meth:`Worker._keepalive` while a batch runs
-long, and with the concurrent one the poll loop never blocks; while the in-flight buffer is
+concurrent for prefetch N), applies backpressure and commits. The serial strategy runs sync
+and async handlers inline on this thread (no hand-off); while one of its batches runs long, its
+watchdog thread calls :meth:`Worker._keepalive` (poll with partitions paused, commit what is
+due). With the concurrent strategy the poll loop never blocks; while the in-flight buffer is
 full the partitions are paused. So ``max.poll.interval.ms`` never expires however slow a
 handler is.
 
