@@ -5,9 +5,7 @@ with-headers path, not the one for records from an external producer."""
 
 from __future__ import annotations
 
-from confluent_kafka import Producer
-
-from bench.common import payload
+from bench.common import produce_input
 
 
 def envelope(i: int) -> list[tuple[str, bytes]]:
@@ -18,25 +16,4 @@ def envelope(i: int) -> list[tuple[str, bytes]]:
 
 def produce_with_headers(bootstrap: str, topic: str, count: int) -> int:
     """Write ``count`` keyed JSON records with kstream headers to ``topic``; returns the value bytes."""
-    p = Producer({
-        "bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000, "acks": "all",
-        "enable.idempotence": True, "queue.buffering.max.messages": 500_000,
-    })  # fmt: skip
-    produce, poll = p.produce, p.poll
-    total = 0
-    for i in range(count):
-        value = payload(i)
-        total += len(value)
-        key = f"user-{i % 5000:05d}".encode()
-        while True:
-            try:
-                produce(topic, value, key, headers=envelope(i))
-                break
-            except BufferError:
-                poll(0.05)
-        if i % 10_000 == 0:
-            poll(0)
-    left = p.flush(120)
-    if left:
-        raise RuntimeError(f"{left} input records not acknowledged")
-    return total
+    return produce_input(bootstrap, topic, count, headers=envelope)
