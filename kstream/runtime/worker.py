@@ -180,10 +180,11 @@ class Worker:
             self._producer.produce(self._topics[0], b"{}", b"", None)
 
     def _keepalive(self) -> None:
-        """Called while a batch runs long: :meth:`_hold`, and commit what is due."""
+        """Called from the serial strategy's watchdog thread while a batch runs long on this
+        worker's thread: :meth:`_hold`, and commit what is due."""
         self.last_turn = time.monotonic()
         self._hold()
-        # A long batch still commits what it finished. Exactly-once needs the lane idle: the
+        # A long batch still commits what it finished. Exactly-once needs the handler idle: the
         # batch is cut at the next message (the loop commits and resubmits the rest), and a
         # handler that only waits (retry backoff, rate limit) lets the commit in right away,
         # so no transaction stays open much past the interval, however slow the node.
