@@ -6,11 +6,11 @@ then commits them. A delivery failure raises :class:`DeliveryFailed` without com
 messages are processed again after restart.
 
 Exactly-once: the open transaction commits with the offsets of every owned partition (its
-outputs may come from any of them), every ``transaction_interval`` at most, and sooner when the
-input has nothing waiting (not before a quarter of the interval: a transaction has a fixed
-cost). Downstream ``read_committed`` readers see outputs only once their transaction commits,
-so on a stream that is not saturated this takes the interval off every record's wait; on a
-backlog there is always input waiting, and transactions stay one interval long. A transaction
+outputs may come from any of them) every ``transaction_interval``. Downstream
+``read_committed`` readers see outputs only once their transaction commits, so each
+exactly-once hop adds up to the interval to a record's latency. (Committing sooner whenever no
+input waits took most of that off, but multiplied the transactions: a broker killed mid-stream
+then often caught one between its commit and its markers, and left it hanging.) A transaction
 that fails to commit ends the worker (nothing more is committed).
 
 Status: every commit publishes how many messages the worker has in flight
@@ -33,8 +33,6 @@ from kstream.runtime.strategy import Partition, Strategy
 log = logging.getLogger("kstream.worker")
 
 FLUSH_TIMEOUT = 30.0
-EAGER_SHARE = 0.25
-"""Exactly-once: with no input waiting, a transaction commits once this share of the interval passed."""
 
 
 class Committer:
@@ -65,7 +63,6 @@ class Committer:
         self.interval = settings.transaction_interval if transactions is not None else settings.commit_interval
         self._committed: dict[Partition, int] = {}
         self._last = time.monotonic()
-        self._processed_at_last = 0
         self.txn_done = False
         """The transaction is aborted or in doubt: nothing more to abort."""
 
@@ -73,11 +70,6 @@ class Committer:
 
     def due(self, now: float) -> bool:
         return now - self._last >= self.interval
-
-    def eager(self, now: float) -> bool:
-        """Exactly-once: a transaction with work in it may commit now if no input is waiting."""
-        return (self._txn is not None and now - self._last >= self.interval * EAGER_SHARE
-                and self._strategy.processed != self._processed_at_last)
 
     # -- how ------------------------------------------------------------------------------
 
@@ -88,7 +80,6 @@ class Committer:
         then begin the next.
         """
         self._last = time.monotonic()
-        self._processed_at_last = self._strategy.processed
         if self.status is not None:
             self.status.publish(state, self._strategy.in_flight, self._strategy.processed)
         if self._txn is not None:
