@@ -63,10 +63,13 @@ bench: venv
 	$(BIN)/python bench/peers.py
 	$(BIN)/python -m bench.eos
 	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.latency --rate 500 --variants default,stages
+	$(BIN)/python -m bench.chain
 	$(BIN)/python -m bench.prefetch
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.memory --backlog 0 --malloc-arena-max 0 --name memory-no-arena-limit
 	$(BIN)/python -m bench.passthrough
+	$(BIN)/python -m bench.passthrough --input headers --contenders raw,kstream-bytes
 	$(BIN)/python -m bench.passthrough --contenders kstream-bytes,kstream-bytes-metrics,kstream-bytes-tracing,kstream-bytes-tracing-sdk --name passthrough-observe
 	$(BIN)/python -m bench.observe_cost
 	$(BIN)/python -m bench.ratelimit
@@ -77,7 +80,7 @@ bench: venv
 bench-quick: venv
 	$(BIN)/python bench/peers.py --messages 50000 --repeat 1
 	$(BIN)/python -m bench.eos --messages 100000 --repeat 1
-	$(BIN)/python -m bench.latency --seconds 10 --variants default,tuned
+	$(BIN)/python -m bench.latency --seconds 10 --variants default,stages
 	$(BIN)/python -m bench.prefetch
 	$(BIN)/python -m bench.memory --messages 1000000 --first 200000 --backlog 100000
 	$(BIN)/python -m bench.report

@@ -112,8 +112,9 @@ def payload(i: int) -> bytes:
     })  # fmt: skip
 
 
-def produce_input(bootstrap: str, topic: str, count: int) -> int:
-    """Write ``count`` keyed JSON records to ``topic``; returns the total value bytes."""
+def produce_input(bootstrap: str, topic: str, count: int, headers: Callable[[int], Any] | None = None) -> int:
+    """Write ``count`` keyed JSON records to ``topic`` (with ``headers(i)`` when given); returns
+    the total value bytes."""
     p = Producer({
         "bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000, "acks": "all",
         "enable.idempotence": True, "queue.buffering.max.messages": 500_000,
@@ -126,7 +127,7 @@ def produce_input(bootstrap: str, topic: str, count: int) -> int:
         key = f"user-{i % 5000:05d}".encode()
         while True:
             try:
-                produce(topic, value, key)
+                produce(topic, value, key, headers=headers(i) if headers is not None else None)
                 break
             except BufferError:
                 poll(0.05)

@@ -135,6 +135,42 @@ def read(headers: HeaderList | None, topic: str, partition: int, offset: int) ->
     return Envelope(message_id or f"{topic}/{partition}/{offset}", workflow, hops, attempt, carried, attempts, replay_of)
 
 
+def lineage(headers: HeaderList, origin: tuple[str, bytes], hop_limit: int) -> HeaderList | None:
+    """The headers of an output of a message with ``headers``, less ``kstream-id``, straight from
+    the bytes: :func:`read` then :meth:`Envelope.outgoing` without decoding anything (the fast path).
+
+    None when the message needs the general path: it lacks its id or workflow, is a retry, a
+    replay or a release, has a header without a value or out of range, or is at the hop limit.
+    """
+    message_id = workflow = None
+    hops = 0
+    carried: HeaderList = []
+    for name, value in headers:
+        if name not in _NOT_INHERITED:
+            carried.append((name, value))
+        elif value is None:
+            return None
+        elif name == ID:
+            message_id = value
+        elif name == WORKFLOW:
+            workflow = value
+        elif name == HOPS:
+            if not value.isdigit():
+                return None
+            hops = int(value)
+        elif name == ATTEMPT:
+            if value != b"1":
+                return None
+        elif name not in (PARENT, ORIGIN):
+            return None
+    # Ids are ASCII: anything else is a header that makes no sense, for read() to refuse.
+    if message_id is None or workflow is None or hops >= hop_limit or not (message_id.isascii() and workflow.isascii()):
+        return None
+    hops += 1
+    return [(WORKFLOW, workflow), (PARENT, message_id), _HOPS[hops] if hops < len(_HOPS) else (HOPS, str(hops).encode()),
+            _FIRST_ATTEMPT, origin, *carried]
+
+
 def for_retry(msg: Record, *, attempt: int, due_ms: int, history: list[Attempt]) -> HeaderList:
     """Headers of ``msg`` re-sent to its node's retry topic: the original ones plus when and how often."""
     headers = msg.headers() or []

@@ -11,15 +11,19 @@ from kstream.types import Record
 
 Partition = tuple[str, int]
 KeepAlive = Callable[[], None]
-"""Called by a strategy that blocks the poll thread, at least every ~0.5 s: polls the consumer
-(partitions paused) so the group membership never expires."""
+"""Called while a strategy's ``submit`` blocks the poll thread past ~0.5 s, over and over, from
+another thread (the serial strategy's watchdog): polls the consumer (partitions paused) so the
+group membership never expires, and commits what is due. Never at the same time as the poll
+thread uses the consumer."""
 
 
 class Strategy(Protocol):
-    """Every method is called from the worker's poll thread only.
+    """Every method is called from the worker's poll thread, or from the thread that runs
+    ``keepalive`` while ``submit`` blocks (rebalance callbacks, a stop, commits).
 
     ``submit`` takes a batch in offset order per partition. It may block (the serial strategy
-    runs the batch, calling ``keepalive`` meanwhile) or only queue it (the concurrent one). It
+    runs the batch inline, its watchdog calling ``keepalive`` meanwhile) or only queue it (the
+    concurrent one). It
     returns the tail it did not take (interrupted by a revocation or a stop), which the caller
     submits again, first, if it still owns those partitions. A message it took is either
     finished (its offset becomes committable) or abandoned uncommitted on ``revoke``/``drain``.

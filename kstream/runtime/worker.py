@@ -1,18 +1,16 @@
 """The worker: one member of one node's consumer group.
 
 The worker's own thread polls Kafka, hands batches to a strategy (serial for prefetch 1,
-concurrent for prefetch N), applies backpressure and commits. It keeps polling whatever the
-handlers do: the serial strategy calls back into :meth:`Worker._keepalive` while a batch runs
-long, and with the concurrent one the poll loop never blocks; while the in-flight buffer is
+concurrent for prefetch N), applies backpressure and commits. The serial strategy runs sync
+and async handlers inline on this thread (no hand-off); while one of its batches runs long, its
+watchdog thread calls :meth:`Worker._keepalive` (poll with partitions paused, commit what is
+due). With the concurrent strategy the poll loop never blocks; while the in-flight buffer is
 full the partitions are paused. So ``max.poll.interval.ms`` never expires however slow a
 handler is.
 
-Commits (at-least-once): every ``commit_interval`` the worker takes the offsets finished so
-far, flushes the producer (every output and Trash entry of those messages acknowledged), and
-only then commits them. A delivery failure stops the worker without committing: the messages
-are processed again after restart.
-
-Exactly-once: a transaction that fails to commit ends this worker (nothing more is committed);
+Commits are the :class:`kstream.runtime.committer.Committer`'s (at-least-once: flush, then
+commit finished offsets; exactly-once: transactions). An exactly-once transaction that fails to
+commit ends this worker;
 :func:`kstream.app.run_workers` replaces it when the failure is retryable (aborted, or in doubt
 after a timeout): a new consumer resumes from the group's committed offsets and a new producer
 with the same ``transactional.id`` fences the old one before anything is written again.
@@ -31,9 +29,10 @@ import time
 from collections.abc import Sequence
 
 from kstream.config import RuntimeSettings
-from kstream.errors import BrokerError, DeliveryFailed, TransactionInDoubt
+from kstream.errors import BrokerError
 from kstream.kafka.port import Consumer, Producer, TopicPartition, WorkerTransactions
 from kstream.metrics import NodeStats
+from kstream.runtime.committer import Committer
 from kstream.runtime.concurrent import Concurrent
 from kstream.runtime.flood import FloodGuard
 from kstream.runtime.processor import NodeProcessor
@@ -44,7 +43,6 @@ from kstream.types import Record
 
 log = logging.getLogger("kstream.worker")
 
-FLUSH_TIMEOUT = 30.0
 CLOSE_MARGIN = 3.0
 """Seconds of ``runtime.shutdown_timeout`` kept for closing the clients (leaving the groups)."""
 
@@ -83,24 +81,18 @@ class Worker:
         self._settings = settings
         self._stop = stop
         self._owned: set[Partition] = set()
-        self._committed: dict[Partition, int] = {}
         self._pending: list[Record] = []
         self._paused = False
         self._txn = transactions
         self.transactional_id = transactional_id
         """Exactly-once: the producer's id, which a replacement worker reuses (to fence this one)."""
-        self._txn_done = False  # the transaction is aborted or in doubt: nothing more to abort
         self._stop_deadline: float | None = None
         self._in_rebalance = False
-        self._status = (StatusReporter(producer, status_topic, processor.topology, processor.node.name)
-                        if status_topic is not None else None)
-        self._last_commit = time.monotonic()
         self.last_turn = time.monotonic()
         """When the poll loop last turned (``/healthz``: :mod:`kstream.runtime.health`)."""
         self.stats = processor.stats or NodeStats(processor.topology, processor.node.name)
         batch = processor.node.batch
         self._every = batch.every if batch is not None else None
-        self._interval = settings.transaction_interval if transactions is not None else settings.commit_interval
         node = processor.node
         flood = FloodGuard(self.name, share=settings.flood_share, window=settings.flood_window, minimum=settings.flood_min)
         self.strategy: Strategy
@@ -109,6 +101,11 @@ class Worker:
         else:
             self.strategy = Concurrent(processor, flood, self.name, prefetch=node.prefetch, ordering=node.ordering,
                                        capacity=max(settings.buffer_size, 2 * node.prefetch), retry_topic=retry_topic)
+        status = (StatusReporter(producer, status_topic, processor.topology, processor.node.name)
+                  if status_topic is not None else None)
+        self.committer = Committer(self.name, consumer, producer, self.strategy, self.stats, settings=settings,
+                                   topic=self._topics[0], owned=self._owned, hold=self._hold,
+                                   stop_deadline=lambda: self._stop_deadline, transactions=transactions, status=status)
         self.stats.in_flight = lambda: self.strategy.in_flight
         self.stats.processed = lambda: self.strategy.processed
         self.stats.buffered = lambda: len(self._pending)
@@ -122,7 +119,7 @@ class Worker:
     def run(self) -> None:
         self.state = State.RUNNING
         consume, batch_size, timeout = self._consumer.consume, self._settings.batch_size, self._settings.poll_timeout
-        strategy = self.strategy
+        strategy, committer = self.strategy, self.committer
         next_run = time.monotonic() + (self._every or 0.0)
         try:
             if self._txn is not None:
@@ -149,21 +146,21 @@ class Worker:
                 if self._every is not None and now >= next_run:
                     next_run = now + self._every
                     self._schedule()
-                if now - self._last_commit >= self._interval:
+                if committer.due(now):
                     self._commit(asynchronous=True)
             self.state = State.STOPPING
             strategy.drain(self._drain_budget())
             strategy.check()
-            if self._status is not None:
-                self._status.stop()  # the tombstone goes with the last commit
+            if committer.status is not None:
+                committer.status.stop()  # the tombstone goes with the last commit
             self._commit(asynchronous=False)
-            self._flush_status()
+            committer.flush_status()
             self.state = State.STOPPED
         except BaseException:
             # Nothing is committed on the way out: a failed worker's uncommitted messages are
             # processed again by whoever takes its partitions.
             self.state = State.FAILED
-            self._abort()
+            committer.abort()
             raise
         finally:
             self._consumer.close()  # leaves the group; runs _on_revoke, so before the strategy closes
@@ -180,14 +177,15 @@ class Worker:
             self._producer.produce(self._topics[0], b"{}", b"", None)
 
     def _keepalive(self) -> None:
-        """Called while a batch runs long: :meth:`_hold`, and commit what is due."""
+        """Called from the serial strategy's watchdog thread while a batch runs long on this
+        worker's thread: :meth:`_hold`, and commit what is due."""
         self.last_turn = time.monotonic()
         self._hold()
-        # A long batch still commits what it finished. Exactly-once needs the lane idle: the
+        # A long batch still commits what it finished. Exactly-once needs the handler idle: the
         # batch is cut at the next message (the loop commits and resubmits the rest), and a
         # handler that only waits (retry backoff, rate limit) lets the commit in right away,
         # so no transaction stays open much past the interval, however slow the node.
-        if time.monotonic() - self._last_commit >= self._interval:
+        if self.committer.due(time.monotonic()):
             if self._txn is None:
                 self._commit(asynchronous=True)
             else:
@@ -224,65 +222,7 @@ class Worker:
     # -- commits and rebalances -----------------------------------------------------------
 
     def _commit(self, *, asynchronous: bool, only: set[Partition] | None = None) -> None:
-        """Flush outputs, then commit finished offsets of owned partitions (all or ``only``).
-
-        Exactly-once: commit the open transaction with the offsets of every owned partition
-        (its outputs may come from any of them), then begin the next.
-        """
-        self._last_commit = time.monotonic()
-        if self._status is not None:
-            self._status.publish(self.state.value, self.strategy.in_flight, self.strategy.processed)
-        if self._txn is not None:
-            self._commit_transaction(self._txn)
-            return
-        for tp in self._consumer.take_commit_failures():
-            self.stats.commit_failures += 1
-            self._committed.pop((tp.topic, tp.partition), None)  # not done: committed again below
-        wanted = self._owned if only is None else only & self._owned
-        offsets = [
-            TopicPartition(t, p, o) for (t, p), o in self.strategy.committable().items()
-            if (t, p) in wanted and self._committed.get((t, p)) != o
-        ]
-        if not offsets:
-            return
-        try:
-            self._flush()
-            self._consumer.commit(offsets, asynchronous=asynchronous)
-        except BrokerError:
-            self.stats.commit_failures += 1
-            raise
-        self._committed.update(((t, p), o) for t, p, o in offsets)
-
-    def _flush(self) -> None:
-        """Wait until every output is acknowledged; raise :class:`DeliveryFailed` if one failed.
-
-        While the cluster is away (a broker restart, a network cut) the worker takes no new
-        input but keeps polling, so it stays in its group, and keeps its uncommitted window;
-        librdkafka reconnects and delivers. Only past ``runtime.broker_outage_timeout`` does it
-        give up (the records' own ``message.timeout.ms``, 5 min by default, fails them too).
-        """
-        started = time.monotonic()
-        deadline = started + self._settings.broker_outage_timeout
-        if self._stop_deadline is not None:  # stopping: what is not acknowledged by then is redelivered
-            deadline = min(deadline, self._stop_deadline)
-        warned = False
-        while (left := self._producer.flush(1.0)) > 0:
-            now = time.monotonic()
-            if now > deadline:
-                why = ("the shutdown budget (runtime.shutdown_timeout)" if self._stop_deadline is not None
-                       else f"{self._settings.broker_outage_timeout:g} s (runtime.broker_outage_timeout)")
-                raise DeliveryFailed(f"{self.name}: {left} outputs not acknowledged within {why}; "
-                                     "offsets not committed", topic=self._topics[0])
-            if not warned and now - started > 5.0:
-                log.warning("%s: %d outputs wait for the cluster; no new input until they are acknowledged "
-                            "(waiting up to %g s)", self.name, left, self._settings.broker_outage_timeout)
-                warned = True
-            self._hold()
-        if warned:
-            log.warning("%s: outputs acknowledged after %.0f s; going on", self.name, time.monotonic() - started)
-        errors = self._delivery_errors()
-        if errors:
-            raise DeliveryFailed(f"{self.name}: {errors[0]}; offsets not committed", topic=self._topics[0])
+        self.committer.commit(self.state.value, asynchronous=asynchronous, only=only)
 
     def _hold(self) -> None:
         """Poll with every partition paused: the group sees us alive; nothing new is taken.
@@ -293,67 +233,6 @@ class Worker:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
         self._pending.extend(self._consumer.consume(self._settings.batch_size, 0.2))
-
-    def _commit_transaction(self, txn: WorkerTransactions) -> None:
-        self.strategy.quiesce(self._settings.shutdown_timeout)
-        try:
-            offsets = [
-                TopicPartition(t, p, o) for (t, p), o in self.strategy.committable().items()
-                if (t, p) in self._owned and self._committed.get((t, p)) != o
-            ]
-            # A status record in the open transaction commits even without offsets: left open,
-            # it would hold read_committed readers of the status topic until the broker aborts it.
-            status = self._status is not None and self._status.written
-            if offsets or status:
-                try:
-                    timeout = FLUSH_TIMEOUT
-                    if self._stop_deadline is not None:
-                        timeout = max(1.0, min(timeout, self._stop_deadline - time.monotonic()))
-                    txn.commit(offsets, self._consumer.group_metadata(), timeout)
-                    self.stats.transactions_committed += 1
-                except TransactionInDoubt:
-                    self._txn_done = True  # the successor's init aborts it
-                    self.stats.transactions_aborted += 1
-                    txn.discard()
-                    raise
-                except BrokerError as exc:
-                    self._txn_done = exc.retryable  # aborted already
-                    self.stats.transactions_aborted += exc.retryable
-                    raise
-                self._committed.update(((t, p), o) for t, p, o in offsets)
-                if self._status is not None:
-                    self._status.written = False
-        finally:
-            self.strategy.unquiesce()
-
-    def _delivery_errors(self) -> list[str]:
-        """The producer's delivery failures, less those of status records (logged only)."""
-        errors = self._producer.take_errors()
-        status = self._status
-        if status is None or not errors:
-            return errors
-        for e in errors:
-            if status.owns(e):
-                log.warning("%s: status record not delivered: %s", self.name, e)
-        return [e for e in errors if not status.owns(e)]
-
-    def _flush_status(self) -> None:
-        """At-least-once: the tombstone is queued only; wait briefly for it (errors logged)."""
-        if self._status is None or self._txn is not None or not self._status.written:
-            return
-        left = self._producer.flush(5.0)
-        errors = self._delivery_errors()
-        if left or errors:
-            log.warning("%s: %s", self.name, errors[0] if errors else f"{left} records not acknowledged at stop")
-
-    def _abort(self) -> None:
-        if self._txn is None or self._txn_done:
-            return
-        self.stats.transactions_aborted += 1
-        try:
-            self._txn.abort(5.0)
-        except Exception as exc:  # noqa: BLE001  (already failing; the broker times the transaction out)
-            log.warning("%s: aborting the open transaction failed: %s", self.name, exc)
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         self._owned.update((tp.topic, tp.partition) for tp in partitions)
@@ -379,9 +258,8 @@ class Worker:
     def _let_go(self, partitions: set[Partition]) -> None:
         """Forget everything about partitions this worker no longer owns."""
         self.strategy.forget(partitions)
-        self._owned -= partitions
-        for tp in partitions:
-            self._committed.pop(tp, None)
+        self._owned -= partitions  # in place: the committer holds the same set
+        self.committer.forget(partitions)
         self._pending = [m for m in self._pending if (m.topic(), m.partition()) not in partitions]
 
     def _on_lost(self, partitions: list[TopicPartition]) -> None:

@@ -89,3 +89,33 @@ def test_ids_are_unique() -> None:
     other = IdGenerator()
     assert other() not in set(many), "two generators (two processes) do not collide"
     assert all(i.isascii() and " " not in i for i in many[:10])
+
+
+ORIGIN = hdr.origin_header("shop", "enrich")
+LINEAGE_CASES = [
+    [("kstream-id", b"m-5"), ("kstream-workflow", b"wf-1"), ("kstream-parent", b"m-4"), ("kstream-hops", b"4"),
+     ("kstream-attempt", b"1"), ("kstream-origin", b"shop/parse")],
+    [("x-trace", b"abc"), ("kstream-id", b"m-5"), ("kstream-workflow", b"wf-1"), ("kstream-hops", b"0"),
+     ("traceparent", b"00-aa-bb-01"), ("x-none", None)],
+    [("kstream-id", b"m-5"), ("kstream-workflow", b"wf-1"), ("kstream-hops", b"200")],
+]
+
+
+@pytest.mark.parametrize("headers", LINEAGE_CASES)
+def test_lineage_builds_the_same_output_headers_as_read_then_outgoing(headers: list[tuple[str, bytes | None]]) -> None:
+    # The fast path's headers are the general path's, byte for byte, in the same order
+    assert hdr.lineage(headers, ORIGIN, hop_limit=1000) == read(headers, "t", 0, 1).outgoing(ORIGIN)
+
+
+@pytest.mark.parametrize("headers", [
+    [("kstream-id", b"m-5"), ("kstream-hops", b"1")],                                     # no workflow: read() starts one
+    [("kstream-workflow", b"wf-1"), ("kstream-hops", b"1")],                              # no id: named by position
+    [("kstream-id", b"m-5"), ("kstream-workflow", b"wf-1"), ("kstream-attempt", b"2")],   # a retry
+    [("kstream-id", b"m-5"), ("kstream-workflow", b"wf-1"), ("kstream-replay-of", b"tr")],  # a replay
+    [("kstream-id", b"m-5"), ("kstream-workflow", b"wf-1"), ("kstream-hops", b"-1")],     # out of range
+    [("kstream-id", b"m-5"), ("kstream-workflow", b"wf-1"), ("kstream-hops", None)],      # no value
+    [("kstream-id", b"\xff"), ("kstream-workflow", b"wf-1")],                             # not UTF-8
+    [("kstream-id", b"m-5"), ("kstream-workflow", b"wf-1"), ("kstream-hops", b"10")],     # at the hop limit
+], ids=["no-workflow", "no-id", "retry", "replay", "negative-hops", "null-hops", "not-utf8", "hop-limit"])
+def test_lineage_leaves_every_unusual_message_to_the_general_path(headers: list[tuple[str, bytes | None]]) -> None:
+    assert hdr.lineage(headers, ORIGIN, hop_limit=10) is None

@@ -426,3 +426,28 @@ def test_a_stopping_worker_abandons_a_message_waiting_to_retry() -> None:
         _run(processor, _order())
     assert seen == [1]
     assert producer.produced == []
+
+
+def test_the_fast_path_writes_the_same_records_as_the_general_path_for_input_with_headers() -> None:
+    # Given a plain sync handler (the fast path) and the same handler with ctx (the general path)
+    topology = Topology("shop")
+    topology.node("fast", source="shop.raw", to=SINK)(lambda order: {**order, "seen": True})
+    topology.node("general", source="shop.raw", to=SINK)(lambda order, ctx: {**order, "seen": True})
+    fast, fast_out = _processor(topology, "fast")
+    general, general_out = _processor(topology, "general")
+    # When both take a record written by an upstream kstream node, with a foreign header too
+    msg = _order(kstream_id=b"m-5", kstream_workflow=b"wf-1", kstream_parent=b"m-4", kstream_hops=b"2",
+                 kstream_attempt=b"1", kstream_origin=b"shop/parse", x_tenant=b"t-9")
+    fast.handle(msg)
+    general.handle(msg)
+    # Then they write the same value and key, and the same headers but their own id and origin
+    [a], [b] = fast_out.produced, general_out.produced
+    assert (a.topic, a.value, a.key) == (b.topic, b.value, b.key)
+
+    def lineage(p: Produced) -> list[tuple[str, bytes | None]]:
+        return [(k, v) for k, v in p.headers if k not in (hdr.ID, hdr.ORIGIN)]
+
+    assert lineage(a) == lineage(b)
+    assert (a.header(hdr.WORKFLOW), a.header(hdr.PARENT), a.header(hdr.HOPS), a.header("x-tenant")) == (
+        b"wf-1", b"m-5", b"3", b"t-9")
+    assert a.header(hdr.ID) != b.header(hdr.ID) and a.header(hdr.ORIGIN) == b"shop/fast"

@@ -312,3 +312,42 @@ def test_a_failed_offset_commit_is_counted_and_retried_never_marked_done(broker:
     assert worker.stats.commit_failures >= 1
     stop.set()
     thread.join(5)
+
+
+def test_the_serial_worker_runs_handlers_inline_and_its_watchdog_polls_while_a_batch_runs_long(
+        broker: MemoryBroker, start: Callable[..., Running]) -> None:
+    # Given a prefetch-1 worker whose message 2 takes a while (until released)
+    broker.create_topic(SRC, 1)
+    release = threading.Event()
+    threads: set[str] = set()
+
+    def handler(v: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        if v["i"] == 2:
+            release.wait(5)
+        return v
+
+    produce(broker, 5, keys=5)
+    r = start(handler, SERIAL)
+    polls: list[str] = []
+    consume = r.consumer.consume
+
+    def watched(max_messages: int, timeout: float) -> list[Any]:
+        polls.append(threading.current_thread().name)
+        return consume(max_messages, timeout)
+
+    r.consumer.consume = watched  # type: ignore[method-assign]
+    wait_until(lambda: len(outputs(broker)) == 2, "the messages before the slow one")
+    # When the slow message runs longer than the watchdog's threshold
+    wait_until(lambda: any("watchdog" in name for name in polls), "the watchdog polling", timeout=3.0)
+    # Then the handler ran on the worker's own thread (no hand-off), the watchdog polled meanwhile
+    # and committed what finished before the slow message
+    assert threads == {r.thread.name}
+    wait_until(lambda: broker.committed(GROUP) == {(SRC, 0): 2}, "committed below the slow message")
+    # and once it returns, the worker goes on with the rest and later messages, inline
+    release.set()
+    wait_until(lambda: broker.committed(GROUP) == {(SRC, 0): 5}, "everything committed")
+    produce(broker, 1, keys=5, start=5)
+    wait_until(lambda: sorted(outputs(broker)) == list(range(6)), "a later message")
+    assert threads == {r.thread.name}
+    assert r.error is None
