@@ -197,8 +197,8 @@ def figures_index(results: Path = RESULTS) -> str:
     out = ["| results file | figure | from |", "|---|---|---|"]
     for path in sorted(results.glob("*.json")):
         data = json.loads(path.read_text())
-        shown = "; ".join(figures(path.stem, data)) or "no headline verdict (see the file)"
-        out.append(f"| `{path.name}` | {shown} | {provenance(data)} |")
+        headline = "; ".join(figures(path.stem, data)) or "no headline verdict (see the file)"
+        out.append(f"| `{path.name}` | {headline} | {provenance(data)} |")
     return "\n".join(out)
 
 
