@@ -40,6 +40,7 @@ from bench.common import (
     write_json,
 )
 from bench.passthrough import raw
+from bench.results import add_tree_args, check_tree
 
 
 def chain3(bootstrap: str, source: str, output: str, partitions: int, created: list[str]) -> Contender:
@@ -78,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=300_000, help="input messages (default 300000)")
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--repeat", type=int, default=3, help="rounds; who goes first rotates (default 3)")
+    add_tree_args(ap)
     args = ap.parse_args(argv)
+    tree = check_tree(args.allow_dirty)
     load_before = os.getloadavg()
     names = ["raw", "kstream-chain3"]
     runs: dict[str, list[Measurement]] = {n: [] for n in names}
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     per_round = [round(c.msgs_per_s / r.msgs_per_s, 3) for c, r in zip(runs["kstream-chain3"], runs["raw"], strict=True)]
     ratio = medians["kstream-chain3"]["msgs_per_s"] / medians["raw"]["msgs_per_s"]
     print(f"\nkstream-chain3 / raw single hop = {ratio:.2f} (median; per round {', '.join(map(str, per_round))})")
-    path = write_json("chain", {
+    path = write_json("chain", tree=tree, data={
         "benchmark": "chain", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {"messages": args.messages, "partitions": args.partitions, "repeat": args.repeat,
                    "chain": "a -> b -> c, bytes pass-through, prefetch 1, worker threads in the bench process",

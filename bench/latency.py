@@ -45,6 +45,7 @@ from bench.common import (
     write_json,
 )
 from bench.peers.kstream_app import build, env_for
+from bench.results import add_tree_args, check_tree
 from kstream.config import RuntimeSettings
 
 TARGET_P99_MS = 50.0
@@ -216,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=3, help="seconds of paced warm-up traffic, not measured (default 3)")
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--variants", default="default,stages,eos", help="comma-separated subset of " + ", ".join(VARIANTS))
+    add_tree_args(ap)
     args = ap.parse_args(argv)
+    tree = check_tree(args.allow_dirty)
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     if any(n not in VARIANTS for n in names):
         ap.error(f"choose variants from {', '.join(VARIANTS)}")
@@ -244,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         verdicts[n] = {"p99_ms": r["append_ms"]["p99"], "p50_ms": r["append_ms"]["p50"], "target_p99_ms": target,
                        "met": r["append_ms"]["p99"] <= target}
         print(f"{n}: p99 {r['append_ms']['p99']:.1f} ms (target <= {target:g}): {'met' if verdicts[n]['met'] else 'NOT met'}")
-    path = write_json("latency" if args.rate == 5000 else f"latency-{args.rate:g}", {
+    path = write_json("latency" if args.rate == 5000 else f"latency-{args.rate:g}", tree=tree, data={
         "benchmark": "latency", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {"rate": args.rate, "seconds": args.seconds, "warmup_s": args.warmup, "partitions": args.partitions,
                    "chain": "a -> b -> c, bytes pass-through, one kstream run process",

@@ -33,7 +33,7 @@ from kstream import headers as hdr
 from kstream.batch import BatchRunner
 from kstream.codecs import encode
 from kstream.context import Context, Emit
-from kstream.errors import AccessDenied, DecodeError, Permanent
+from kstream.errors import AccessDenied, DecodeError, HopLimitExceeded
 from kstream.kafka.port import Producer
 from kstream.limits import Limiter
 from kstream.metrics import HISTOGRAM_EVERY, NodeStats
@@ -51,10 +51,6 @@ from kstream.types import Attempt, Record
 
 Outcome = tuple[list[Planned], bytes | None]
 """An attempt's planned outputs, and the ``traceparent`` they carry (None: the input's)."""
-
-
-class HopLimitExceeded(Permanent):
-    """A message passed more nodes than ``hop_limit``: most likely a loop."""
 
 
 class Abandoned(Exception):
