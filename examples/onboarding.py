@@ -111,13 +111,15 @@ onboarding_held = declare("onboarding_held", "hold")
 
 
 class CrmStub:
-    """A local CRM: ``POST /contacts`` creates a contact once per Idempotency-Key; every
-    ``flaky``-th request answers 503, and addresses with ``+crmdown@`` get 503 until
-    :meth:`recover`."""
+    """A local CRM: ``POST /contacts`` creates a contact once per Idempotency-Key. Every
+    ``flaky``-th request answers 503 if it is the first for its key (the step's retry then
+    gets through), and addresses with ``+crmdown@`` get 503 until :meth:`recover` (after
+    which their next call, e.g. a Trash replay's single attempt, succeeds)."""
 
     def __init__(self, *, flaky: int = 3) -> None:
         self.flaky, self.requests, self.failures = flaky, 0, 0
         self.contacts: dict[str, str] = {}
+        self.tried: set[str] = set()
         self.down = True
         self._lock = threading.Lock()
         stub = self
@@ -139,7 +141,9 @@ class CrmStub:
     def handle(self, email: str, key: str) -> int:
         with self._lock:
             self.requests += 1
-            if (self.down and "+crmdown@" in email) or (self.flaky and self.requests % self.flaky == 0):
+            first = key not in self.tried
+            self.tried.add(key)
+            if (self.down and "+crmdown@" in email) or (first and self.flaky and self.requests % self.flaky == 0):
                 self.failures += 1
                 return 503
             self.contacts.setdefault(key, email)
