@@ -31,7 +31,6 @@ from bench.common import (
     Measurement,
     broker,
     create_topics,
-    delete_topics,
     median_of,
     produce_input,
     provision_topology,
@@ -85,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     names = ["raw", "kstream-chain3"]
     runs: dict[str, list[Measurement]] = {n: [] for n in names}
-    created: list[str] = []
     run_id = uuid.uuid4().hex[:8]
     with broker() as handle:
+        created = handle.created
         try:
             source = f"bench.chain.in.{run_id}"
             create_topics(handle.bootstrap, [source], args.partitions)
@@ -111,9 +110,6 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as exc:
             print(f"benchmark broke: {exc}", file=sys.stderr)
             return 1
-        finally:
-            if handle.pid is None:
-                delete_topics(handle.bootstrap, created)
     medians = {n: median_of(runs[n]) for n in names}
     per_round = [round(c.msgs_per_s / r.msgs_per_s, 3) for c, r in zip(runs["kstream-chain3"], runs["raw"], strict=True)]
     ratio = medians["kstream-chain3"]["msgs_per_s"] / medians["raw"]["msgs_per_s"]

@@ -26,7 +26,6 @@ from bench.common import (
     ProcessContender,
     ProcessFactory,
     broker,
-    delete_topics,
     kstream_run,
     machine,
     provision_topology,
@@ -63,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     tree = check_tree(args.allow_dirty)
     machine_before = machine()
-    created: list[str] = []
     run_id = uuid.uuid4().hex[:6]
     with broker() as handle:
+        created = handle.created
         try:
             print(f"broker {handle.bootstrap}; chain a -> b -> c, {args.messages:,} messages x {args.partitions} partitions, "
                   f"{args.repeat} round(s); load {machine_before['loadavg']}", flush=True)
@@ -77,9 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as exc:
             print(f"benchmark broke: {exc}", file=sys.stderr)
             return 1
-        finally:
-            if handle.pid is None:
-                delete_topics(handle.bootstrap, created)
     med = {n: summary(r) for n, r in rounds.runs.items()}
     ratio = med["chain-eos"]["msgs_per_s"] / med["chain-alo"]["msgs_per_s"]
     per_round = [round(e.msgs_per_s / a.msgs_per_s, 3) for e, a in zip(rounds.runs["chain-eos"], rounds.runs["chain-alo"], strict=True)]

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ class BrokerHandle:
     bootstrap: str
     pid: int | None
     """The broker's process id when this run started it (its CPU time is then reported)."""
+    created: list[str] = field(default_factory=list, compare=False)
+    """Topics the run created: deleted at the end on an external broker (a local one goes whole)."""
 
 
 def free_port() -> int:
@@ -50,10 +52,15 @@ def free_port() -> int:
 
 @contextmanager
 def broker() -> Iterator[BrokerHandle]:
-    """``$KSTREAM_BENCH_BOOTSTRAP`` if set, else a fresh local broker in a temp dir (stopped after)."""
+    """``$KSTREAM_BENCH_BOOTSTRAP`` if set (the topics in ``created`` are deleted after), else a fresh
+    local broker in a temp dir (stopped after)."""
     given = os.environ.get(BOOTSTRAP_ENV)
     if given:
-        yield BrokerHandle(given, None)
+        handle = BrokerHandle(given, None)
+        try:
+            yield handle
+        finally:
+            delete_topics(given, handle.created)
         return
     from kstream.dev.broker import LocalBroker
 

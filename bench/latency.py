@@ -37,7 +37,6 @@ from bench.common import (
     BenchError,
     broker,
     create_topics,
-    delete_topics,
     kstream_run,
     machine,
     provision_topology,
@@ -224,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(n not in VARIANTS for n in names):
         ap.error(f"choose variants from {', '.join(VARIANTS)}")
     machine_before = machine()
-    created: list[str] = []
     results: dict[str, Any] = {}
     with broker() as handle:
+        created = handle.created
         try:
             print(f"broker {handle.bootstrap}; chain a -> b -> c, {args.rate:,.0f} msgs/s for {args.seconds:g} s; "
                   f"load {machine_before['loadavg']}", flush=True)
@@ -238,9 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as exc:
             print(f"benchmark broke: {exc}", file=sys.stderr)
             return 1
-        finally:
-            if handle.pid is None:
-                delete_topics(handle.bootstrap, created)
     verdicts = {}
     for n, r in results.items():
         target = target_ms(n, args.rate, r["runtime"])

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.contenders import kstream_run
-from bench.harness import BenchError, WatermarkCounter, broker, create_topics, delete_topics, produce_input
+from bench.harness import BenchError, WatermarkCounter, broker, create_topics, produce_input
 from bench.peers.kstream_app import env_for
 from bench.procstats import ProcessContender, proc_status_kb
 from bench.results import add_tree_args, check_tree, machine, verdict, verdict_text, versions, write_json
@@ -107,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     tree = check_tree(args.allow_dirty)
     arena_env = {} if args.malloc_arena_max is None else {"MALLOC_ARENA_MAX": args.malloc_arena_max}
     machine_before = machine()
-    created: list[str] = []
     result: dict[str, Any] = {}
     machine_between: dict[str, Any] | None = None
     run_id = uuid.uuid4().hex[:6]
     with broker() as handle:
+        created = handle.created
         b = handle.bootstrap
         try:
             print(f"broker {b}; load {machine_before['loadavg']}", flush=True)
@@ -168,9 +168,6 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as exc:
             print(f"benchmark broke: {exc}", file=sys.stderr)
             return 1
-        finally:
-            if handle.pid is None:
-                delete_topics(b, created)
     machine_after = machine()
     common = {"malloc_arena_max": args.malloc_arena_max or "2 (set by kstream run)", "partitions": args.partitions}
     if "steady" in result:

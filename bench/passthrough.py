@@ -51,7 +51,6 @@ from bench.common import (
     Measurement,
     broker,
     create_topics,
-    delete_topics,
     median_of,
     produce_input,
     run_contender,
@@ -237,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     run_id = uuid.uuid4().hex[:8]
     load_before = os.getloadavg()
     runs: dict[str, list[Measurement]] = {n: [] for n in names}
-    created: list[str] = []
     with broker() as handle:
+        created = handle.created
         try:
             print(f"broker {handle.bootstrap}; {args.messages:,} messages x {args.partitions} partitions, "
                   f"{args.repeat} round(s), contenders {', '.join(names)}", flush=True)
@@ -264,9 +263,6 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as exc:
             print(f"benchmark broke: {exc}", file=sys.stderr)
             return 1
-        finally:
-            if handle.pid is None:
-                delete_topics(handle.bootstrap, created)
 
     medians = {n: median_of(runs[n]) for n in names}
     ratios = {f"{n}/raw": medians[n]["msgs_per_s"] / medians["raw"]["msgs_per_s"]

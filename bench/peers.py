@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.contenders import kstream_run, peer_venv
-from bench.harness import BenchError, ProcessFactory, broker, create_topics, delete_topics, run_process_rounds
+from bench.harness import BenchError, ProcessFactory, broker, create_topics, run_process_rounds
 from bench.paths import BENCH_DIR, REPO
 from bench.peers.kstream_app import env_for
 from bench.procstats import ProcessContender
@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
 
     run_id = uuid.uuid4().hex[:6]
     machine_before = machine()
-    created: list[str] = []
     with broker() as handle:
+        created = handle.created
         try:
             print(f"broker {handle.bootstrap}; {args.messages:,} messages x {args.partitions} partitions, "
                   f"{args.repeat} round(s), contenders {', '.join(names)}; load {machine_before['loadavg']}", flush=True)
@@ -159,9 +159,6 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as exc:
             print(f"benchmark broke: {exc}", file=sys.stderr)
             return 1
-        finally:
-            if handle.pid is None:
-                delete_topics(handle.bootstrap, created)
 
     medians = {n: summary(rounds.runs[n]) for n in names}
     ratios: dict[str, dict[str, Any]] = {}

@@ -26,7 +26,6 @@ from bench.common import (
     BenchError,
     broker,
     create_topics,
-    delete_topics,
     kstream_run,
     machine,
     read_all,
@@ -69,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     tree = check_tree(args.allow_dirty)
     machine_before = machine()
-    created: list[str] = []
     run_id = uuid.uuid4().hex[:6]
     runs: dict[int, Any] = {}
     order: dict[str, Any] = {}
     with broker() as handle:
+        created = handle.created
         b = handle.bootstrap
         try:
             source = f"bench.prefetch.in.{run_id}"
@@ -99,9 +98,6 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as exc:
             print(f"benchmark broke: {exc}", file=sys.stderr)
             return 1
-        finally:
-            if handle.pid is None:
-                delete_topics(b, created)
     ratio = runs[args.prefetch].msgs_per_s / runs[1].msgs_per_s
     ok = ratio >= TARGET_RATIO
     print(f"prefetch {args.prefetch} / prefetch 1 = {ratio:.1f}x (target >= {TARGET_RATIO:g}): {'met' if ok else 'NOT met'}")
