@@ -42,6 +42,8 @@ class BrokerHandle:
     """The broker's process id when this run started it (its CPU time is then reported)."""
     created: list[str] = field(default_factory=list, compare=False)
     """Topics the run created: deleted at the end on an external broker (a local one goes whole)."""
+    jvm: str | None = None
+    """The local broker's JVM profile (:data:`kstream.dev.broker.JVM_PROFILES`); None: external."""
 
 
 def free_port() -> int:
@@ -51,9 +53,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def broker() -> Iterator[BrokerHandle]:
+def broker(jvm: str = "dev") -> Iterator[BrokerHandle]:
     """``$KSTREAM_BENCH_BOOTSTRAP`` if set (the topics in ``created`` are deleted after), else a fresh
-    local broker in a temp dir (stopped after)."""
+    local broker in a temp dir (stopped after), started with the JVM profile ``jvm``."""
     given = os.environ.get(BOOTSTRAP_ENV)
     if given:
         handle = BrokerHandle(given, None)
@@ -65,11 +67,11 @@ def broker() -> Iterator[BrokerHandle]:
     from kstream.dev.broker import LocalBroker
 
     with tempfile.TemporaryDirectory(prefix="kstream-bench-") as tmp:
-        local = LocalBroker(Path(tmp))
-        print(f"starting a local broker in {tmp} ...", flush=True)
+        local = LocalBroker(Path(tmp), jvm=jvm)  # type: ignore[arg-type]
+        print(f"starting a local broker ({jvm} JVM) in {tmp} ...", flush=True)
         info, _ = local.start(port=free_port())
         try:
-            yield BrokerHandle(info.bootstrap, info.pid)
+            yield BrokerHandle(info.bootstrap, info.pid, jvm=jvm)
         finally:
             local.stop()
 

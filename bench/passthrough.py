@@ -113,7 +113,10 @@ def raw(bootstrap: str, source: str, output: str) -> Contender:
         try:
             last_commit = time.monotonic()
             while not stop.is_set():
-                for m in consume(BATCH, 0.1):
+                # As kstream's adapter does: librdkafka's batch consume waits its whole timeout
+                # unless the batch fills up, so take what is there, else wait for the first one.
+                batch = consume(BATCH, 0) or consume(1, 0.1)
+                for m in batch:
                     if m.error() is not None:
                         continue
                     while True:

@@ -107,19 +107,17 @@ def versions(handle: BrokerHandle | None = None) -> dict[str, Any]:
 
     import confluent_kafka
 
-    state = tree_state()
-    kafka: str | None
-    if handle is not None and handle.pid is None:
-        kafka = "external broker (version not read)"
-    else:
-        from kstream.dev.broker import kafka_version
+    from kstream.dev.broker import JVM_PROFILES, kafka_version
 
-        kafka = kafka_version()
+    state = tree_state()
+    external = handle is not None and handle.pid is None
+    kafka = "external broker (version not read)" if external else kafka_version()
     return {
         "kstream_git_sha": state.commit, "kstream_dirty": state.dirty,
         "python": platform.python_version(),
         "confluent_kafka": version("confluent-kafka"), "librdkafka": confluent_kafka.libversion()[0],
         "kafka_broker": kafka,
+        "broker_jvm": None if handle is None or handle.pid is None else " ".join(JVM_PROFILES[handle.jvm or "dev"]),
     }  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from typing import BinaryIO
 import click
 
 from kstream.config import env_name
-from kstream.dev.broker import BrokerInfo, LocalBroker, kafka_version, require_tools
+from kstream.dev.broker import BrokerInfo, JvmProfile, LocalBroker, kafka_version, require_tools
 from kstream.dev.registry import VERSION as REGISTRY_VERSION
 from kstream.dev.registry import LocalRegistry
 from kstream.dev.security import SECURITY_MODES, SUPER_USER, Security, client_properties, security_files
@@ -68,8 +68,17 @@ def broker() -> None:
     help="plaintext, or sasl_ssl: TLS from a throwaway CA, SCRAM-SHA-512 logins, ACLs enforced, "
     "a super user 'admin'. Changing it formats a new cluster (topics are lost).  [default: the previous run's, else plaintext]",
 )
+@click.option(
+    "--jvm",
+    type=click.Choice(["dev", "kafka"]),
+    default="dev",
+    show_default=True,
+    help="JVM options: dev starts in ~3 s and stays small (C1 only, serial GC); kafka is what Kafka's own "
+    "start scripts use (C2, G1, 1 GB heap): slower to start and warm up, shorter round trips under load "
+    "(what the latency benchmark runs on). A running broker keeps the options it started with.",
+)
 @_workdir_option
-def start(port: int | None, security: Security | None, workdir: Path) -> None:
+def start(port: int | None, security: Security | None, jvm: JvmProfile, workdir: Path) -> None:
     """Start the broker and print its bootstrap address, or report the one already running.
 
     With --security sasl_ssl it also prints the client settings of its super user (the
@@ -78,7 +87,7 @@ def start(port: int | None, security: Security | None, workdir: Path) -> None:
 
     Exits 0 in both cases, 1 with a one-line reason when it cannot start (then see `logs`).
     """
-    local = LocalBroker(workdir)
+    local = LocalBroker(workdir, jvm=jvm)
     try:
         if not local.libs_cache.is_dir():
             require_tools()  # before the notice, so a missing tool is the only line printed

@@ -132,10 +132,13 @@ class Worker:
                 if self._pending and not self._paused:
                     batch, self._pending = self._pending, []
                 else:
-                    batch = consume(batch_size, timeout)
+                    early = committer.early(self.last_turn)
+                    batch = consume(batch_size, 0.0 if early else timeout)
                     if self._paused:  # only leftovers fetched before the pause arrive now
                         self._pending.extend(batch)
                         batch = []
+                    elif early and not batch:
+                        self._commit(asynchronous=True)  # no input waiting: make the outputs visible now
                 if batch:
                     rest = strategy.submit(batch, self._keepalive)
                     if rest:

@@ -120,12 +120,16 @@ def test_start_status_logs_stop_and_restart_keeps_topics(workdir: Path) -> None:
     assert (_cli("stop", "--workdir", wd).stdout, _cli("status", "--workdir", wd).exit_code) == ("not running\n", 3)
     assert _cli("status", "--workdir", wd).stdout == "stopped\n"
 
-    # When it starts again without a port
-    restarted = _cli("start", "--workdir", wd)
+    # When it starts again without a port, with Kafka's own JVM settings this time
+    restarted = _cli("start", "--workdir", wd, "--jvm", "kafka")
 
-    # Then it keeps its address, its cluster and its topics
+    # Then it keeps its address, its cluster and its topics, and runs on G1 with C2
     assert restarted.exit_code == 0, restarted.output
     assert f"running at {bootstrap} " in restarted.stdout
+    new_pid = re.search(r"\(pid (\d+)\)", restarted.stdout)
+    assert new_pid, restarted.stdout
+    cmdline = Path(f"/proc/{new_pid[1]}/cmdline").read_bytes().split(b"\0")
+    assert b"-XX:+UseG1GC" in cmdline and b"-XX:TieredStopAtLevel=1" not in cmdline, cmdline
     assert json.loads((workdir / "state.json").read_text())["cluster_id"] == cluster_id
     assert "kept" in _topics(libs, bootstrap)
     assert LocalBroker(workdir).stop()

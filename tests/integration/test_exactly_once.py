@@ -121,3 +121,25 @@ def test_a_paused_zombie_worker_is_fenced_and_causes_no_duplicates(settings: Set
                 proc.send_signal(signal.SIGCONT)
                 proc.kill()
                 proc.wait()
+
+
+def test_early_transactions_make_a_chains_outputs_visible_long_before_the_interval(settings: Settings) -> None:
+    # Given an exactly-once chain whose transactions commit every 40 s, with early commits on
+    src, dst = f"{settings.namespace}.in", f"{settings.namespace}.out"
+    create_topics(settings.bootstrap_servers, src, dst)
+    topology = make_chain(src, dst, exactly_once=True)
+    provision(topology, settings)
+    early = settings.model_copy(update={"runtime": settings.runtime.model_copy(
+        update={"transaction_interval": 40.0, "transaction_early": 0.05})})
+    with running(topology, early):
+        # When 500 records arrive in two bursts (the second while the first is committed)
+        produce(settings.bootstrap_servers, src, [(f"k{i % 7}", {"id": i, "key": f"k{i % 7}", "seq": i, "amount": 2.0})
+                                                  for i in range(250)])
+        first = consume(settings.bootstrap_servers, dst, count=250, timeout=20, committed=True)
+        produce(settings.bootstrap_servers, src, [(f"k{i % 7}", {"id": i, "key": f"k{i % 7}", "seq": i, "amount": 2.0})
+                                                  for i in range(250, 500)])
+        # Then read_committed readers see every output of both, each once, well within one
+        # interval: each hop committed as soon as it found no input waiting
+        committed = consume(settings.bootstrap_servers, dst, count=500, timeout=20, committed=True, settle=1.0)
+    assert len(first) == 250
+    assert sorted(v["id"] for v in jsons(committed)) == list(range(500))
