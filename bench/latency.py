@@ -66,8 +66,8 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any], str]] = {
     "eos": ({}, {}, "exactly_once"),
     "eos-early": ({}, {"transaction_early": 0.02}, "exactly_once"),
     "linger1": ({"linger.ms": "1"}, {}, "at_least_once"),
-    # The baseline: the same chain as three raw confluent-kafka loops (bench.peers.raw_loop, one
-    # process, one thread per hop, kstream's client settings), on the same broker and feeder.
+    # The baseline: the same chain as three raw confluent-kafka loops (bench.peers.raw_loop --eager,
+    # one process, one thread per hop, kstream's client settings), on the same broker and feeder.
     "raw": ({}, {}, "raw"),
 }
 BASELINE = "raw"
@@ -162,7 +162,7 @@ def run_variant(bootstrap: str, name: str, kafka: dict[str, str], runtime: dict[
     proc: ProcessContender
     if processing == "raw":
         middle = [chain.nodes[n].input_topic(ns) for n in ("b", "c")]
-        proc = ProcessContender(f"latency-{name}", [sys.executable, "-m", "bench.peers.raw_loop", bootstrap, source, output,
+        proc = ProcessContender(f"latency-{name}", [sys.executable, "-m", "bench.peers.raw_loop", "--eager", bootstrap, source, output,
                                                     *middle], stop_signal=15)
     else:
         proc = kstream_run(f"latency-{name}", app, bootstrap=bootstrap, namespace=ns, env=env, kafka=kafka, config=config)

@@ -1,9 +1,11 @@
 """The raw confluent-kafka loop of ``bench.passthrough`` as its own process (for ``bench.peers``).
 
-    .venv/bin/python -m bench.peers.raw_loop BOOTSTRAP SOURCE OUTPUT [MIDDLE1 MIDDLE2]
+    .venv/bin/python -m bench.peers.raw_loop [--eager] BOOTSTRAP SOURCE OUTPUT [MIDDLE1 MIDDLE2]
 
 With MIDDLE1 MIDDLE2 (existing topics), three loops run on three threads of this process:
 SOURCE -> MIDDLE1 -> MIDDLE2 -> OUTPUT, the shape of a 3-node kstream chain in one worker.
+``--eager``: loops that take what is there instead of waiting for a batch to fill (the latency
+baseline; see :func:`bench.passthrough.raw`).
 Runs until SIGTERM/SIGINT, then commits what it produced and exits 0.
 """
 
@@ -18,8 +20,10 @@ from bench.passthrough import raw
 
 
 def main() -> int:
-    bootstrap, source, output = sys.argv[1:4]
-    names = [source, *sys.argv[4:6], output]
+    args = sys.argv[1:]
+    eager = args[:1] == ["--eager"]
+    bootstrap, source, output, *middle = args[1:] if eager else args
+    names = [source, *middle[:2], output]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -27,7 +31,7 @@ def main() -> int:
 
     def stage(src: str, dst: str) -> None:
         try:
-            raw(bootstrap, src, dst)(stop)
+            raw(bootstrap, src, dst, eager=eager)(stop)
         except BaseException as exc:
             errors.append(exc)
             stop.set()
