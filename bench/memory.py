@@ -4,7 +4,8 @@
 
 Part 1, *steady*: a ``kstream run`` pass-through node (bytes) processes ``--messages`` records;
 its RSS (``VmRSS``, every 0.25 s) is read when the output passes 1,000,000 (``--first``) and
-when it holds all of them. Target: growth <= 10%.
+when it holds all of them. Target: growth <= 10%, on the median of ``--rounds`` (3) rounds, each
+a fresh process and consumer group over the same input.
 
 Part 2, *backlog*: ``--backlog`` records wait in Kafka in front of a slow node (prefetch 20,
 each message awaits ``--sleep-ms`` 1 ms; ``--sleep-kind sync`` for a blocking handler on the
@@ -25,6 +26,7 @@ versions, machine and load before and after.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import threading
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sleep-ms", type=float, default=1.0)
     ap.add_argument("--sleep-kind", choices=["async", "sync"], default="async")
     ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=3, help="steady part: rounds over the same input (default 3)")
     ap.add_argument("--runtime", action="append", default=[], metavar="KEY=VALUE",
                     help="backlog part: a [runtime] setting of the worker, e.g. buffer_size=5000 (repeatable)")
     ap.add_argument("--malloc-arena-max", metavar="N",
@@ -116,25 +119,35 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"broker {b}; load {machine_before['loadavg']}", flush=True)
             if args.messages:
-                source, output = f"bench.mem.in.{run_id}", f"bench.mem.out.{run_id}"
-                create_topics(b, [source, output], args.partitions)
-                created += [source, output]
+                source = f"bench.mem.in.{run_id}"
+                create_topics(b, [source], args.partitions)
+                created.append(source)
                 started = time.perf_counter()
                 produce_input(b, source, args.messages)
                 print(f"steady: {args.messages:,} input records written in {time.perf_counter() - started:.0f} s", flush=True)
-                proc = kstream_run("memory-steady", APP, bootstrap=b, namespace=f"benchmem{run_id}",
-                                   env={**env_for(source, output), **arena_env})
                 first = min(args.first, args.messages)
-                w = watch(proc, b, output, args.partitions, [first, args.messages])
-                r1, r2 = w["at"][first]["rss_mb"], w["at"][args.messages]["rss_mb"]
-                growth = r2 / r1 - 1
-                span = w["at"][args.messages]["seconds"] - w["at"][first]["seconds"]
-                v = verdict([growth], TARGET_GROWTH, at_least=False)
-                result["steady"] = {**w, "messages": args.messages, "first": first, "rss_first_mb": r1, "rss_last_mb": r2,
-                                    "growth": growth, "target_growth": TARGET_GROWTH, "met": v["met"], "verdict": v,
-                                    "msgs_per_s_between": (args.messages - first) / span if span > 0 else None}
-                print(f"steady: RSS {r1:.1f} MB after {first:,}, {r2:.1f} MB after {args.messages:,}: growth "
-                      f"{verdict_text(v, '+.1%')}; peak {w['peak_rss_mb']:.1f} MB", flush=True)
+                rounds = []
+                for r in range(args.rounds):  # each round: a fresh process and group over the same input
+                    output = f"bench.mem.out.{run_id}.r{r}"
+                    create_topics(b, [output], args.partitions)
+                    created.append(output)
+                    proc = kstream_run(f"memory-steady-r{r}", APP, bootstrap=b, namespace=f"benchmem{run_id}r{r}",
+                                       env={**env_for(source, output), **arena_env})
+                    w = watch(proc, b, output, args.partitions, [first, args.messages])
+                    r1, r2 = w["at"][first]["rss_mb"], w["at"][args.messages]["rss_mb"]
+                    span = w["at"][args.messages]["seconds"] - w["at"][first]["seconds"]
+                    rounds.append({**w, "rss_first_mb": r1, "rss_last_mb": r2, "growth": r2 / r1 - 1,
+                                   "msgs_per_s_between": (args.messages - first) / span if span > 0 else None,
+                                   "loadavg_after": machine()["loadavg"]})
+                    print(f"steady round {r + 1}: RSS {r1:.1f} MB after {first:,}, {r2:.1f} MB after {args.messages:,}: "
+                          f"growth {r2 / r1 - 1:+.1%}; peak {w['peak_rss_mb']:.1f} MB", flush=True)
+                v = verdict([x["growth"] for x in rounds], TARGET_GROWTH, at_least=False)
+                result["steady"] = {"messages": args.messages, "first": first, "rounds": rounds,
+                                    "rss_first_mb": statistics.median(x["rss_first_mb"] for x in rounds),
+                                    "rss_last_mb": statistics.median(x["rss_last_mb"] for x in rounds),
+                                    "peak_rss_mb": max((x["peak_rss_mb"] or 0.0) for x in rounds) or None,
+                                    "growth": v["median"], "target_growth": TARGET_GROWTH, "met": v["met"], "verdict": v}
+                print(f"steady: growth {verdict_text(v, '+.1%')}", flush=True)
                 machine_between = machine()
             if args.backlog:
                 source, output = f"bench.mem.backlog.{run_id}", f"bench.mem.backlog.out.{run_id}"

@@ -161,8 +161,9 @@ def memory_lines(results: Path) -> list[str]:
         s = (mem or {}).get("steady")
         if mem and s:
             v = _growth(name, s)
+            med = " (medians over the rounds)" if len(s.get("rounds", [])) > 1 else ""
             out.append(f"- Steady pass-through {what}: RSS {s['rss_first_mb']:.1f} MB after {s['first']:,} messages, "
-                       f"{s['rss_last_mb']:.1f} MB after {s['messages']:,}: growth {verdict_cell(v, '+.1%')} "
+                       f"{s['rss_last_mb']:.1f} MB after {s['messages']:,}{med}: growth {verdict_cell(v, '+.1%')} "
                        f"[{provenance(mem)}].")
     bl_file = load("memory-backlog", results)
     bl = (bl_file or {}).get("backlog")
@@ -276,7 +277,8 @@ def _growth(name: str, steady: dict[str, Any]) -> dict[str, Any]:
     """The steady memory verdict; the run without the arena limit is a baseline, reported without a target."""
     from bench.results import verdict
 
-    v = verdict([steady["growth"]], steady["target_growth"], at_least=False)
+    growths = [r["growth"] for r in steady["rounds"]] if steady.get("rounds") else [steady["growth"]]
+    v = verdict(growths, steady["target_growth"], at_least=False)
     return {**v, "target": None, "met": None} if name == "memory-no-arena-limit" else v
 
 
