@@ -250,7 +250,11 @@ class Worker:
         self._in_rebalance = True
         try:
             if self.state is not State.FAILED:  # a failed worker commits nothing on its way out
-                self._commit(asynchronous=False, only=revoked)  # what finished before anything else
+                if self._txn is None:
+                    self._commit(asynchronous=False, only=revoked)  # what finished before anything else
+                # Exactly-once commits the whole open transaction: never while a handler may still
+                # produce into it (librdkafka refuses a produce during a commit: "Erroneous state").
+                # Called from the watchdog while a serial batch runs, so the batch stops first.
                 self.strategy.revoke(revoked, self._settings.shutdown_timeout)
                 self._commit(asynchronous=False, only=revoked)  # and what the in-flight ones finished
         finally:

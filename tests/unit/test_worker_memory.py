@@ -16,7 +16,7 @@ import pytest
 
 from kstream.config import RuntimeSettings
 from kstream.errors import TrashFlood
-from kstream.kafka.port import TopicPartition
+from kstream.kafka.port import TopicPartition, WorkerTransactions
 from kstream.runtime.concurrent import Concurrent
 from kstream.runtime.offsets import PartitionOffsets
 from kstream.runtime.processor import NodeProcessor
@@ -43,7 +43,7 @@ class Running:
     """A worker on its own thread; ``error`` holds what ``run`` raised."""
 
     def __init__(self, broker: MemoryBroker, handler: Callable[[Any], Any], options: dict[str, Any],
-                 settings: RuntimeSettings) -> None:
+                 settings: RuntimeSettings, transactions: WorkerTransactions | None = None) -> None:
         t = Topology("shop")
         t.node("n", source=SRC, to=OUT, **options)(handler)
         self.stop = threading.Event()
@@ -51,7 +51,8 @@ class Running:
         processor = NodeProcessor(t, t.get("n"), namespace="ns", producer=producer, trash_topic=TRASH, hop_limit=100,
                                   stop=self.stop)
         self.consumer = MemoryConsumer(broker, GROUP)
-        self.worker = Worker(processor, self.consumer, producer, topics=[SRC], settings=settings, stop=self.stop)
+        self.worker = Worker(processor, self.consumer, producer, topics=[SRC], settings=settings, stop=self.stop,
+                             transactions=transactions)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -84,9 +85,10 @@ def broker() -> MemoryBroker:
 def start(broker: MemoryBroker) -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
-    def run(handler: Callable[[Any], Any], options: dict[str, Any], **settings: Any) -> Running:
+    def run(handler: Callable[[Any], Any], options: dict[str, Any], transactions: WorkerTransactions | None = None,
+            **settings: Any) -> Running:
         defaults: dict[str, Any] = {"poll_timeout": 0.005, "commit_interval": 0.005, "shutdown_timeout": 2.0, **settings}
-        r = Running(broker, handler, options, RuntimeSettings(**defaults))
+        r = Running(broker, handler, options, RuntimeSettings(**defaults), transactions)
         started.append(r)
         return r
 
@@ -214,6 +216,60 @@ def test_a_second_member_takes_partitions_over_without_losing_messages(
     produce(broker, 10, start=300)
     wait_until(lambda: broker.committed(GROUP) == ends(broker), "the rest committed")
     assert set(outputs(broker)) == set(range(310))
+
+
+class RecordingTransactions:
+    """:class:`WorkerTransactions` that records each commit and whether a handler was running then."""
+
+    def __init__(self, busy: threading.Event) -> None:
+        self.busy = busy
+        self.commits: list[tuple[list[TopicPartition], bool]] = []
+
+    def init(self, timeout: float) -> None:
+        return None
+
+    def begin(self) -> None:
+        return None
+
+    def commit(self, offsets: Sequence[TopicPartition], group_metadata: object, timeout: float) -> None:
+        self.commits.append((list(offsets), self.busy.is_set()))
+
+    def abort(self, timeout: float) -> None:
+        return None
+
+    def discard(self) -> None:
+        return None
+
+
+def test_an_exactly_once_revocation_during_a_long_batch_commits_only_once_the_handler_is_done(
+        broker: MemoryBroker, start: Callable[..., Running]) -> None:
+    # Given an exactly-once serial worker whose batch runs long: message 5 takes until the
+    # group revokes partitions from it (so its watchdog polls, and the revocation comes on the
+    # watchdog's thread while the handler runs), and 0.3 s more
+    produce(broker, 20)
+    busy = threading.Event()
+    txn = RecordingTransactions(busy)
+    workers: list[Running] = []
+
+    def handler(v: Any) -> Any:
+        if v["i"] == 5:
+            busy.set()
+            wait_until(lambda: workers and workers[0].worker.stats.rebalances["revoked"] >= 1, "the revocation", timeout=10)
+            time.sleep(0.3)  # the handler's own work, after the revocation began
+            busy.clear()
+        return v
+
+    first = start(handler, SERIAL, transactions=txn, shutdown_timeout=10.0)
+    workers.append(first)
+    wait_until(busy.is_set, "message 5 in the handler")
+    # When a second member joins
+    second = start(lambda v: v, SERIAL)
+    wait_until(lambda: first.owned() and second.owned(), "partitions split", timeout=15)
+    # Then no transaction committed while the handler ran (a commit there fails in librdkafka:
+    # a produce during a commit is refused), and the revoked partitions' progress was committed
+    assert txn.commits, "nothing committed"
+    assert [offsets for offsets, during in txn.commits if during] == []
+    assert first.error is None and second.error is None
 
 
 @pytest.mark.parametrize("options", STRATEGIES)
