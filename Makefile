@@ -63,7 +63,7 @@ bench: venv
 	$(BIN)/python bench/peers.py
 	$(BIN)/python -m bench.eos
 	$(BIN)/python -m bench.latency
-	$(BIN)/python -m bench.latency --rate 500 --variants default,stages
+	$(BIN)/python -m bench.latency --rate 500 --variants raw,default,stages
 	$(BIN)/python -m bench.chain
 	$(BIN)/python -m bench.prefetch
 	$(BIN)/python -m bench.memory
@@ -80,9 +80,9 @@ bench: venv
 bench-quick: venv
 	$(BIN)/python bench/peers.py --messages 50000 --repeat 1
 	$(BIN)/python -m bench.eos --messages 100000 --repeat 1
-	$(BIN)/python -m bench.latency --seconds 10 --variants default,stages
+	$(BIN)/python -m bench.latency --seconds 10 --rounds 1 --broker-warmup 20 --variants raw,default,stages
 	$(BIN)/python -m bench.prefetch
-	$(BIN)/python -m bench.memory --messages 1000000 --first 200000 --backlog 100000
+	$(BIN)/python -m bench.memory --messages 1000000 --first 200000 --backlog 100000 --rounds 1
 	$(BIN)/python -m bench.report
 
 # Pinned load generator for bench.workflows, built from the Go module proxy into .tools/ (ignored).
