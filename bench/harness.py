@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.procstats import ProcessContender, process_cpu
+from kstream.dev.broker import JvmProfile, LocalBroker
 
 BOOTSTRAP_ENV = "KSTREAM_BENCH_BOOTSTRAP"
 SAMPLE_INTERVAL = 0.05
@@ -42,7 +43,7 @@ class BrokerHandle:
     """The broker's process id when this run started it (its CPU time is then reported)."""
     created: list[str] = field(default_factory=list, compare=False)
     """Topics the run created: deleted at the end on an external broker (a local one goes whole)."""
-    jvm: str | None = None
+    jvm: JvmProfile | None = None
     """The local broker's JVM profile (:data:`kstream.dev.broker.JVM_PROFILES`); None: external."""
 
 
@@ -53,7 +54,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def broker(jvm: str = "dev") -> Iterator[BrokerHandle]:
+def broker(jvm: JvmProfile = "dev") -> Iterator[BrokerHandle]:
     """``$KSTREAM_BENCH_BOOTSTRAP`` if set (the topics in ``created`` are deleted after), else a fresh
     local broker in a temp dir (stopped after), started with the JVM profile ``jvm``."""
     given = os.environ.get(BOOTSTRAP_ENV)
@@ -64,10 +65,8 @@ def broker(jvm: str = "dev") -> Iterator[BrokerHandle]:
         finally:
             delete_topics(given, handle.created)
         return
-    from kstream.dev.broker import LocalBroker
-
     with tempfile.TemporaryDirectory(prefix="kstream-bench-") as tmp:
-        local = LocalBroker(Path(tmp), jvm=jvm)  # type: ignore[arg-type]
+        local = LocalBroker(Path(tmp), jvm=jvm)
         print(f"starting a local broker ({jvm} JVM) in {tmp} ...", flush=True)
         info, _ = local.start(port=free_port())
         try:

@@ -52,6 +52,7 @@ from bench.common import (
 from bench.peers.kstream_app import build, env_for
 from bench.results import add_tree_args, check_tree, verdict, verdict_text
 from kstream.config import RuntimeSettings
+from kstream.dev.broker import JVM_PROFILES
 
 TARGET_P99_MS = 50.0
 """At-least-once p99 target at 5,000 msgs/s; at 500 msgs/s and below it is 20 ms."""
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                          "compiles its hot paths (default 60)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds; each runs every variant in turn (default 3)")
     ap.add_argument("--partitions", type=int, default=6)
-    ap.add_argument("--jvm", choices=["kafka", "dev"], default="kafka",
+    ap.add_argument("--jvm", choices=list(JVM_PROFILES), default="kafka",
                     help="JVM profile of the local broker the benchmark starts (default kafka: Kafka's own settings)")
     ap.add_argument("--variants", default="raw,default,stages,eos,eos-early", help="comma-separated subset of " + ", ".join(VARIANTS))
     add_tree_args(ap)

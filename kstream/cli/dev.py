@@ -12,7 +12,7 @@ from typing import BinaryIO
 import click
 
 from kstream.config import env_name
-from kstream.dev.broker import BrokerInfo, JvmProfile, LocalBroker, kafka_version, require_tools
+from kstream.dev.broker import JVM_PROFILES, BrokerInfo, JvmProfile, LocalBroker, kafka_version, require_tools
 from kstream.dev.registry import VERSION as REGISTRY_VERSION
 from kstream.dev.registry import LocalRegistry
 from kstream.dev.security import SECURITY_MODES, SUPER_USER, Security, client_properties, security_files
@@ -70,7 +70,7 @@ def broker() -> None:
 )
 @click.option(
     "--jvm",
-    type=click.Choice(["dev", "kafka"]),
+    type=click.Choice(list(JVM_PROFILES)),
     default="dev",
     show_default=True,
     help="JVM options: dev starts in ~3 s and stays small (C1 only, serial GC); kafka is what Kafka's own "

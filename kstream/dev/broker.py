@@ -57,7 +57,7 @@ _READY_LINES = ("Kafka Server started", "Transitioning from RECOVERY to RUNNING"
 _JVM_OPTS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true")
 _BROKER_HEAP = ("-Xms256m", "-Xmx1g")
 JvmProfile = Literal["dev", "kafka"]
-JVM_PROFILES: dict[str, tuple[str, ...]] = {
+JVM_PROFILES: dict[JvmProfile, tuple[str, ...]] = {
     "dev": (*_JVM_OPTS, *_BROKER_HEAP),
     # What Kafka's own scripts run a broker with (kafka-run-class.sh's KAFKA_JVM_PERFORMANCE_OPTS,
     # kafka-server-start.sh's KAFKA_HEAP_OPTS): C2 and G1. Slower to start and to warm up, but
