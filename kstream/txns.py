@@ -157,6 +157,19 @@ class TransactionsTool:
         return done.stdout
 
 
+def still_pinning(found: Iterable[OpenTransaction], ends: Iterable[PartitionEnds]) -> list[OpenTransaction]:
+    """The transactions of ``found`` that may still hold their partition's LSO, given ``ends`` read after.
+
+    ``find-hanging --max-transaction-timeout 0`` races a live producer: it reads a partition's
+    open transaction, then asks the coordinator, which has meanwhile committed it (or started
+    the next one without that partition) and so reports it as hanging. A transaction that
+    really hangs pins its partition's last stable offset at or below its start offset; one whose
+    partition's LSO has since moved past its start has ended, and is dropped here.
+    """
+    stable = {(e.topic, e.partition): e.stable for e in ends}
+    return [t for t in found if stable.get((t.topic, t.partition), -1) <= t.start_offset]
+
+
 def _table(out: str) -> list[list[str]]:
     """The data rows of the tool's tab-separated table (the first line is the header)."""
     lines = [ln for ln in out.splitlines() if ln.strip()]

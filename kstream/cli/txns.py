@@ -8,7 +8,7 @@ from kstream.app import admin
 from kstream.cli.common import BROKER_DIR, Options, pass_options, topology_of
 from kstream.errors import NotFound
 from kstream.provision import wanted
-from kstream.txns import TransactionsTool
+from kstream.txns import TransactionsTool, still_pinning
 
 
 def _tool(options: Options) -> TransactionsTool:
@@ -42,7 +42,10 @@ def hanging(options: Options, app: str | None) -> None:
     """
     settings = options.settings()
     topics = None if app is None else [w.name for w in wanted(topology_of(app), settings)]
-    found = _tool(options).find_hanging(admin(settings).broker_ids(), topics)
+    client = admin(settings)
+    found = _tool(options).find_hanging(client.broker_ids(), topics)
+    # read after the tool: drops live transactions it caught ending (see still_pinning)
+    found = still_pinning(found, client.stable_offsets(sorted({t.topic for t in found})))
     if not found:
         click.echo("no hanging transactions")
         return

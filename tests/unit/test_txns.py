@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kstream.kafka.port import PartitionEnds
-from kstream.txns import HangingWatch, _java_admin_properties, _rows, remedy
+from kstream.txns import HangingWatch, OpenTransaction, _java_admin_properties, _rows, remedy, still_pinning
 
 
 def test_a_stable_offset_stuck_below_the_high_watermark_hangs_only_after_the_threshold() -> None:
@@ -41,6 +41,18 @@ def test_find_hanging_table_is_parsed() -> None:
     [t] = _rows(out)
     assert (t.topic, t.partition, t.producer_id, t.producer_epoch, t.start_offset) == ("orders.out", 3, 987, 0, 42)
     assert _rows("Topic\tPartition\tProducerId\n") == []
+
+
+def test_a_reported_transaction_whose_partition_moved_past_it_has_ended_and_is_dropped() -> None:
+    # Given find-hanging rows: a live transaction it caught committing (status[0] at 18) and a real one (out[0] at 5)
+    live = OpenTransaction("app.status", 0, 161, 0, 18, 0)
+    real = OpenTransaction("app.out", 0, 7, 0, 5, 0)
+    behind = OpenTransaction("app.out", 1, 8, 0, 30, 0)
+    # When the LSOs read afterwards show status[0] past 18, out[0] still at 5 and out[1] pinned lower (at 12)
+    ends = [PartitionEnds("app.status", 0, 25, 26), PartitionEnds("app.out", 0, 5, 900), PartitionEnds("app.out", 1, 12, 40)]
+    # Then only the live one is dropped: a partition pinned at or below a start offset may still hang there
+    assert still_pinning([live, real, behind], ends) == [real, behind]
+    assert still_pinning([real], []) == [real]  # partition not read: kept, never hidden
 
 
 def test_librdkafka_security_settings_become_java_admin_properties() -> None:
