@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench import report
+from bench.harness import BenchError
 from bench.paths import RESULTS_DIR
 from bench.results import (
     ALLOW_DIRTY_ENV,
@@ -137,3 +138,21 @@ def test_every_committed_results_file_is_as_its_benchmark_wrote_it() -> None:
     undigested = {p.stem for p in RESULTS_DIR.glob("*.json") if verify_digest(p) is None}
     assert edited == []
     assert undigested <= LEGACY, "a new results file must come from write_json"
+
+
+def test_memory_growth_compares_the_floor_and_peak_of_two_windows_not_two_single_readings() -> None:
+    from bench.memory import rss_window, window_growth
+
+    # Given RSS readings of a worker whose memory swings between 85 and 110 MB at every count
+    trace = [(i * 0.25, i * 10_000, 85.0 if i % 2 else 110.0) for i in range(501)]
+    # (its last readings creeping up: a peak of 121 MB in the last window)
+    trace[-3] = (trace[-3][0], trace[-3][1], 121.0)
+    second, last = rss_window(trace, 1_000_000, 2_000_000, last=False), rss_window(trace, 4_000_000, 5_000_000, last=True)
+    assert (second["floor_mb"], second["peak_mb"], second["readings"]) == (85.0, 110.0, 100)
+    assert (last["floor_mb"], last["peak_mb"], last["readings"]) == (85.0, 121.0, 101)
+    # Then the growth is the peak's (+10%), whatever phase of the swing a single reading caught
+    g = window_growth(second, last)
+    assert g["floor_growth"] == 0 and round(g["peak_growth"], 3) == 0.1 and g["growth"] == g["peak_growth"]
+    # and a window without a reading is an error, not a growth of zero
+    with pytest.raises(BenchError, match="no RSS reading"):
+        rss_window(trace, 6_000_000, 7_000_000, last=True)
