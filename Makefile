@@ -58,7 +58,7 @@ deploy-tools: venv
 	tools/k8s/build.sh
 	tools/image/base.sh >/dev/null
 
-# Full benchmark suite against a broker each benchmark starts itself (~40 min on 2 cores).
+# Full benchmark suite against a broker each benchmark starts itself (~50 min on 2 cores).
 bench: venv
 	$(BIN)/python bench/peers.py
 	$(BIN)/python -m bench.eos

@@ -1,6 +1,6 @@
 """Pass-through throughput: a kstream node vs a plain confluent-kafka loop on the same broker and data.
 
-    .venv/bin/python -m bench.passthrough [--messages 500000] [--partitions 6] [--repeat 3] [--input headers]
+    .venv/bin/python -m bench.passthrough [--messages 2000000] [--partitions 6] [--repeat 5] [--input headers]
 
 One input topic is filled up front; every contender reads all of it from the beginning with a
 fresh consumer group and writes it to its own output topic. Contenders:
@@ -34,7 +34,6 @@ bench/README.md for how the figures are measured.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
@@ -58,7 +57,7 @@ from bench.common import (
     write_json,
 )
 from bench.kstream_input import produce_with_headers
-from bench.results import add_tree_args, check_tree
+from bench.results import add_tree_args, check_tree, machine
 
 TARGET_RATIO = 0.8
 TARGET_CPU_RATIO = 2.0
@@ -217,9 +216,9 @@ def run_round(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.passthrough", description=__doc__.splitlines()[0])
-    ap.add_argument("--messages", type=int, default=500_000, help="input messages (default 500000)")
+    ap.add_argument("--messages", type=int, default=2_000_000, help="input messages (default 2000000)")
     ap.add_argument("--partitions", type=int, default=6, help="partitions of every topic (default 6)")
-    ap.add_argument("--repeat", type=int, default=3, help="rounds; who goes first rotates, medians reported (default 3)")
+    ap.add_argument("--repeat", type=int, default=5, help="rounds; who goes first rotates, medians reported (default 5)")
     ap.add_argument("--warmup", type=int, default=20_000, help="messages of the unrecorded warm-up round (0: none)")
     ap.add_argument("--contenders", default="raw,kstream-bytes,kstream-dict",
                     help="comma-separated subset of " + ", ".join(CONTENDERS) + " (default raw,kstream-bytes,kstream-dict)")
@@ -240,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: under 20000 messages the steady part is too short for stable figures", file=sys.stderr)
 
     run_id = uuid.uuid4().hex[:8]
-    load_before = os.getloadavg()
+    machine_before = machine()
     runs: dict[str, list[Measurement]] = {n: [] for n in names}
     with broker() as handle:
         created = handle.created
@@ -311,11 +310,10 @@ def main(argv: list[str] | None = None) -> int:
             "messages": args.messages, "input": args.input, "partitions": args.partitions, "repeat": args.repeat, "warmup": args.warmup,
             "batch": BATCH, "commit_interval_s": COMMIT_INTERVAL, "producer": PRODUCER_CONF,
             "broker": "external" if handle.pid is None else "local (started by the benchmark)",
-            "loadavg_before": [round(x, 2) for x in load_before],
-            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-            "cpus": os.cpu_count(),
             "measured": "steady part: output count from 5% to 100% of --messages (high watermarks every 50 ms)",
         },
+        "machine_before": machine_before,
+        "machine_after": machine(),
         "median": medians,
         "ratios": ratios,
         "cpu_ratios": cpu_ratios,
