@@ -68,6 +68,7 @@ bench: venv
 	$(BIN)/python -m bench.prefetch
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.memory --backlog 0 --malloc-arena-max 0 --name memory-no-arena-limit
+	$(BIN)/python -m bench.memory --messages 20000000 --rounds 1 --backlog 0 --name memory-long
 	$(BIN)/python -m bench.passthrough
 	$(BIN)/python -m bench.passthrough --input headers --contenders raw,kstream-bytes
 	$(BIN)/python -m bench.passthrough --contenders kstream-bytes,kstream-bytes-metrics,kstream-bytes-tracing,kstream-bytes-tracing-sdk --name passthrough-observe
