@@ -162,13 +162,9 @@ def memory_lines(results: Path) -> list[str]:
         if mem and s:
             v = _growth(name, s)
             med = " (medians over the rounds)" if len(s.get("rounds", [])) > 1 else ""
-            if "window_peak_mb" in s:  # growth over windows (floor and peak), see bench/memory.py
-                (f2, f9), (p2, p9) = s["window_floor_mb"], s["window_peak_mb"]
-                seen = (f"RSS floor / peak {f2:.1f} / {p2:.1f} MB over messages {s['first']:,}-{2 * s['first']:,}, "
-                        f"{f9:.1f} / {p9:.1f} MB over the last {s['first']:,} of {s['messages']:,}{med}")
-            else:
-                seen = (f"RSS {s['rss_first_mb']:.1f} MB after {s['first']:,} messages, "
-                        f"{s['rss_last_mb']:.1f} MB after {s['messages']:,}{med}")
+            (f2, f9), (p2, p9) = s["window_floor_mb"], s["window_peak_mb"]  # growth over windows: bench/memory.py
+            seen = (f"RSS floor / peak {f2:.1f} / {p2:.1f} MB over messages {s['first']:,}-{2 * s['first']:,}, "
+                    f"{f9:.1f} / {p9:.1f} MB over the last {s['first']:,} of {s['messages']:,}{med}")
             out.append(f"- Steady pass-through {what}: {seen}: growth {verdict_cell(v, '+.1%')} [{provenance(mem)}].")
     bl_file = load("memory-backlog", results)
     bl = (bl_file or {}).get("backlog")
