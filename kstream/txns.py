@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,8 +112,11 @@ class TransactionsTool:
         self._libs = libs
         self._timeout = timeout
 
-    def find_hanging(self, broker_ids: Sequence[int], topics: Iterable[str] | None = None) -> list[OpenTransaction]:
-        """Open transactions on the brokers' partitions that no coordinator knows (of ``topics`` only, if given)."""
+    def find_hanging(self, broker_ids: Sequence[int], topics: Iterable[str] | None,
+                     stable_offsets: Callable[[Sequence[str]], Iterable[PartitionEnds]]) -> list[OpenTransaction]:
+        """Open transactions on the brokers' partitions that no coordinator knows (of ``topics`` only, if given).
+
+        ``stable_offsets`` reads the partitions' ends once the tool is done (:func:`still_pinning`)."""
         wanted = None if topics is None else set(topics)
         found: list[OpenTransaction] = []
         for broker in broker_ids:
@@ -121,7 +124,7 @@ class TransactionsTool:
             # 0: all of them. Those a coordinator still tracks are left out by the tool itself.
             out = self._run("find-hanging", "--broker-id", str(broker), "--max-transaction-timeout", "0")
             found += [t for t in _rows(out) if wanted is None or t.topic in wanted]
-        return found
+        return still_pinning(found, stable_offsets(sorted({t.topic for t in found}))) if found else []
 
     def describe_producers(self, topic: str, partition: int) -> list[OpenTransaction]:
         """Active producers of one partition, with their open transaction's start offset (-1: none)."""

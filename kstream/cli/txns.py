@@ -8,7 +8,7 @@ from kstream.app import admin
 from kstream.cli.common import BROKER_DIR, Options, pass_options, topology_of
 from kstream.errors import NotFound
 from kstream.provision import wanted
-from kstream.txns import TransactionsTool, still_pinning
+from kstream.txns import TransactionsTool
 
 
 def _tool(options: Options) -> TransactionsTool:
@@ -43,9 +43,7 @@ def hanging(options: Options, app: str | None) -> None:
     settings = options.settings()
     topics = None if app is None else [w.name for w in wanted(topology_of(app), settings)]
     client = admin(settings)
-    found = _tool(options).find_hanging(client.broker_ids(), topics)
-    # read after the tool: drops live transactions it caught ending (see still_pinning)
-    found = still_pinning(found, client.stable_offsets(sorted({t.topic for t in found})))
+    found = _tool(options).find_hanging(client.broker_ids(), topics, client.stable_offsets)
     if not found:
         click.echo("no hanging transactions")
         return
