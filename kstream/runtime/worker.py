@@ -250,11 +250,12 @@ class Worker:
         self._in_rebalance = True
         try:
             if self.state is not State.FAILED:  # a failed worker commits nothing on its way out
+                # At-least-once commits what finished before anything else. Exactly-once would commit
+                # the whole open transaction, never allowed while a handler may still produce into it
+                # (librdkafka refuses a produce during a commit: "Erroneous state"); this runs on the
+                # watchdog while a serial batch runs, so the batch stops first.
                 if self._txn is None:
-                    self._commit(asynchronous=False, only=revoked)  # what finished before anything else
-                # Exactly-once commits the whole open transaction: never while a handler may still
-                # produce into it (librdkafka refuses a produce during a commit: "Erroneous state").
-                # Called from the watchdog while a serial batch runs, so the batch stops first.
+                    self._commit(asynchronous=False, only=revoked)
                 self.strategy.revoke(revoked, self._settings.shutdown_timeout)
                 self._commit(asynchronous=False, only=revoked)  # and what the in-flight ones finished
         finally:
