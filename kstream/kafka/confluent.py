@@ -410,8 +410,12 @@ class KafkaConsumer:
         return cast(list[Record], messages)
 
     def _error_event(self, message: Any) -> bool:
-        topic = message.topic() if message.error().code() == KafkaError.TOPIC_AUTHORIZATION_FAILED else None
-        return _error_event(message.error(), self._principal, self._topics, self._group, topic)
+        """True for an error event (raising when it is fatal); False for a record of the same batch."""
+        err = message.error()
+        if err is None:
+            return False
+        topic = message.topic() if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED else None
+        return _error_event(err, self._principal, self._topics, self._group, topic)
 
     def pause(self, partitions: Sequence[TopicPartition]) -> None:
         self._consumer.pause([CkTopicPartition(t, p) for t, p, _ in partitions])
