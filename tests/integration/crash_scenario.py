@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import IsolationLevel, TopicPartition
+from confluent_kafka import IsolationLevel, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from kstream.config import load_settings
@@ -108,8 +108,16 @@ class Supervisor:
 
 
 def run_once(workdir: Path, *, records: int = 30_000, partitions: int = 6, down: float = 5.0,
-             kill_after: int = 8_000, timeout: float = 300.0, exactly_once: bool = True) -> Outcome:
+             kill_after: int = 8_000, timeout: float = 300.0, exactly_once: bool = True, rate: float = 0.0,
+             runtime: dict[str, Any] | None = None) -> Outcome:
     """Start a broker in ``workdir``, run the chain over ``records``, crash the broker once.
+
+    ``rate`` 0: the records are all written before the worker starts (a backlog: every
+    transaction runs its full interval). ``rate`` > 0: a feeder writes that many records per
+    second while the chain runs, through the outage (its idempotent producer holds them while
+    the broker is down), so the workers see a stream that is not saturated: what
+    ``runtime.transaction_early`` commits early. ``runtime`` is the worker's ``[runtime]``
+    settings (written to its config file).
 
     At-least-once (``exactly_once=False``): duplicates are allowed and counted, not failures;
     the order check looks at each record's first occurrence.
@@ -126,15 +134,26 @@ def run_once(workdir: Path, *, records: int = 30_000, partitions: int = 6, down:
     topology = make_chain(src, dst, exactly_once=exactly_once)
     notes: list[str] = []
     sup = None
+    feeder = None
     try:
         create_topics(bootstrap, src, dst, partitions=partitions)
         provision(topology, settings)
         keys = 60
-        produce(bootstrap, src, [(f"k{i % keys}", {"id": i, "key": f"k{i % keys}", "seq": i // keys, "amount": 1.0})
-                                 for i in range(records)])
+        feed = [(f"k{i % keys}", {"id": i, "key": f"k{i % keys}", "seq": i // keys, "amount": 1.0})
+                for i in range(records)]
+        if rate > 0:
+            feeder = Feeder(bootstrap, src, feed, rate)
+        else:
+            produce(bootstrap, src, feed)
         env = {**os.environ, "CHAIN_SRC": src, "CHAIN_DST": dst, "CHAIN_EOS": "1" if exactly_once else "0",
                "KSTREAM_BOOTSTRAP_SERVERS": bootstrap, "KSTREAM_NAMESPACE": ns}
+        if runtime:
+            config = workdir / "kstream.toml"
+            config.write_text("[runtime]\n" + "".join(f"{k} = {v!r}\n" for k, v in runtime.items()))
+            env["KSTREAM_CONFIG"] = str(config)
         sup = Supervisor(env, workdir / "worker.log")
+        if feeder is not None:
+            feeder.start()
         seen = consume(bootstrap, dst, count=kill_after, timeout=timeout / 2, committed=False)
         # When the broker dies mid-stream (SIGKILL) and comes back on the same data dir
         os.kill(info.pid, signal.SIGKILL)
@@ -143,20 +162,61 @@ def run_once(workdir: Path, *, records: int = 30_000, partitions: int = 6, down:
             time.sleep(0.05)
         time.sleep(down)  # the outage itself: nothing to wait for
         broker.start(port=port)
+        if feeder is not None:
+            feeder.join(timeout)
         out = consume(bootstrap, dst, count=records, timeout=timeout, committed=True, settle=3.0)
         hanging = _hanging(bootstrap, [w.name for w in wanted(topology, settings)], timeout=90.0)
         code = sup.stop()
         if code != 0:
             notes.append(f"worker exit code at the end: {code}")
+        if feeder is not None and feeder.failed:
+            notes.append(f"the feeder could not write {len(feeder.failed)} records: {feeder.failed[0]}")
         outcome = _check(out, records, keys, hanging, sup.restarts, time.monotonic() - started, len(seen), notes)
         if not exactly_once:
             outcome.notes.append(f"at-least-once: {outcome.duplicated} duplicates (allowed)")
             outcome.duplicated = 0
         return outcome
     finally:
+        if feeder is not None:
+            feeder.stop()
         if sup is not None:
             sup.kill()
         broker.stop(timeout=10)
+
+
+class Feeder(threading.Thread):
+    """Writes ``records`` to ``topic`` at ``rate`` per second (in 10 ms ticks), idempotently: a
+    broker outage holds them in the producer, in order, until it is back."""
+
+    def __init__(self, bootstrap: str, topic: str, records: list[tuple[str, Any]], rate: float) -> None:
+        super().__init__(daemon=True)
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "enable.idempotence": True,
+                                   "message.timeout.ms": 600_000, "log_level": 2})  # not a refused connect per retry
+        self._topic = topic
+        self._records = records
+        self._rate = rate
+        self._stopped = threading.Event()
+        self.failed: list[str] = []
+
+    def run(self) -> None:
+        started = time.monotonic()
+        sent = 0
+        while sent < len(self._records) and not self._stopped.is_set():
+            due = min(len(self._records), int((time.monotonic() - started) * self._rate) + 1)
+            for key, value in self._records[sent:due]:
+                self._producer.produce(self._topic, orjson.dumps(value), key, on_delivery=self._delivered)
+            sent = due
+            self._producer.poll(0.01)
+        while not self._stopped.is_set() and self._producer.flush(0.5) > 0:
+            pass
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.failed.append(str(err))
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(10)
 
 
 def _alive(pid: int) -> bool:
