@@ -125,14 +125,13 @@ class RuntimeSettings(_Frozen):
     """Seconds between commits; each commit first waits for all outputs to be acknowledged."""
     transaction_interval: float = Field(default=0.1, gt=0)
     """Exactly-once nodes: seconds between transaction commits (amortises their fixed cost)."""
-    transaction_early: float | None = Field(default=None, gt=0)
-    """Exactly-once nodes, opt-in: a transaction with work in it also commits as soon as no input
-    waits, once this many seconds passed since the last commit (e.g. 0.02). Each hop then adds
-    about this instead of up to ``transaction_interval`` to a record's latency, on a stream that
-    is not saturated (a backlog always has input waiting: full-length transactions). The cost:
-    more transactions, and more chances that a single broker killed mid-stream catches one
-    between its commit and its markers, which Kafka may then leave hanging (kstream txns).
-    None (the default): every ``transaction_interval`` only."""
+    transaction_early: float = Field(default=0.02, ge=0)
+    """Exactly-once nodes: a transaction with work in it also commits as soon as no input waits,
+    once this many seconds passed since the last commit. Each hop then adds about this (plus the
+    commit) instead of up to ``transaction_interval`` to a record's latency, on a stream that is
+    not saturated (a backlog always has input waiting: full-length transactions). The cost: up
+    to 1 / this transactions a second per worker while input trickles in. 0: commit every
+    ``transaction_interval`` only."""
     shutdown_timeout: float = Field(default=20.0, gt=0)
     """The budget of a clean stop (SIGTERM): the messages in hand finish (or are abandoned,
     uncommitted), outputs are flushed, offsets committed, the groups left, all within it.

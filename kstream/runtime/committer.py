@@ -8,13 +8,12 @@ messages are processed again after restart.
 Exactly-once: the open transaction commits with the offsets of every owned partition (its
 outputs may come from any of them) every ``transaction_interval``. Downstream
 ``read_committed`` readers see outputs only once their transaction commits, so each
-exactly-once hop adds up to the interval to a record's latency. With
-``runtime.transaction_early`` set, a transaction with work in it also commits as soon as the
-worker finds no input waiting, once that many seconds passed: most of the interval comes off
-each hop on a stream that is not saturated. Not the default: it multiplies the transactions,
-and a single broker killed mid-stream then more often catches one between its commit and its
-markers and leaves it hanging (measured: the exactly-once broker-crash test failed twice under
-load). A transaction that fails to commit ends the worker (nothing more is committed).
+exactly-once hop would add up to the interval to a record's latency. So a transaction with
+work in it also commits as soon as the worker finds no input waiting, once
+``runtime.transaction_early`` (20 ms) passed since the last: on a stream that is not saturated
+each hop adds about that plus the commit; a backlog always has input waiting, so its
+transactions run the full interval (0 turns early commits off). A transaction that fails to
+commit ends the worker (nothing more is committed).
 
 Status: every commit publishes how many messages the worker has in flight
 (:mod:`kstream.runtime.status`).
@@ -66,7 +65,7 @@ class Committer:
         self.interval = settings.transaction_interval if transactions is not None else settings.commit_interval
         self._committed: dict[Partition, int] = {}
         self._last = time.monotonic()
-        self._early = settings.transaction_early if transactions is not None else None
+        self._early = (settings.transaction_early or None) if transactions is not None else None
         self._processed_at_last = 0
         self.txn_done = False
         """The transaction is aborted or in doubt: nothing more to abort."""
@@ -77,8 +76,8 @@ class Committer:
         return now - self._last >= self.interval
 
     def early(self, now: float) -> bool:
-        """Exactly-once with ``runtime.transaction_early``: a transaction with work in it may
-        commit now, if no input is waiting (the caller knows)."""
+        """Exactly-once (``runtime.transaction_early`` not 0): a transaction with work in it
+        may commit now, if no input is waiting (the caller knows)."""
         return (self._early is not None and now - self._last >= self._early
                 and self._strategy.processed != self._processed_at_last)
 

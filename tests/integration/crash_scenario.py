@@ -50,6 +50,10 @@ class Outcome:
     seconds: float
     broker_down_at: int
     notes: list[str] = field(default_factory=list)
+    output_offsets_not_delivered: int = 0
+    """Offsets of the output topic that are no delivered record: a transaction marker for each
+    transaction that wrote to a partition, and any aborted record. Shows how often the last
+    node committed (early commits: many more)."""
 
     @property
     def ok(self) -> bool:
@@ -166,12 +170,14 @@ def run_once(workdir: Path, *, records: int = 30_000, partitions: int = 6, down:
             feeder.join(timeout)
         out = consume(bootstrap, dst, count=records, timeout=timeout, committed=True, settle=3.0)
         hanging = _hanging(bootstrap, [w.name for w in wanted(topology, settings)], timeout=90.0)
+        not_delivered = _end_offsets(bootstrap, dst) - len(out)
         code = sup.stop()
         if code != 0:
             notes.append(f"worker exit code at the end: {code}")
         if feeder is not None and feeder.failed:
             notes.append(f"the feeder could not write {len(feeder.failed)} records: {feeder.failed[0]}")
         outcome = _check(out, records, keys, hanging, sup.restarts, time.monotonic() - started, len(seen), notes)
+        outcome.output_offsets_not_delivered = not_delivered
         if not exactly_once:
             outcome.notes.append(f"at-least-once: {outcome.duplicated} duplicates (allowed)")
             outcome.duplicated = 0
@@ -245,6 +251,14 @@ def _hanging(bootstrap: str, topics: list[str], *, timeout: float) -> list[str]:
         if not behind or time.monotonic() > deadline:
             return behind
         time.sleep(1.0)
+
+
+def _end_offsets(bootstrap: str, topic: str) -> int:
+    """The sum of the high watermarks of ``topic``'s partitions (it starts at offset 0)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    parts = [TopicPartition(topic, p) for p in admin.list_topics(topic, timeout=10).topics[topic].partitions]
+    futures = admin.list_offsets({tp: OffsetSpec.latest() for tp in parts})
+    return sum(f.result(timeout=30).offset for f in futures.values())
 
 
 def _check(out: list[Any], records: int, keys: int, hanging: list[str], restarts: int, seconds: float,

@@ -123,14 +123,14 @@ def test_a_paused_zombie_worker_is_fenced_and_causes_no_duplicates(settings: Set
                 proc.wait()
 
 
-def test_early_transactions_make_a_chains_outputs_visible_long_before_the_interval(settings: Settings) -> None:
-    # Given an exactly-once chain whose transactions commit every 40 s, with early commits on
+def test_early_commits_make_a_chains_outputs_visible_long_before_the_interval_by_default(settings: Settings) -> None:
+    # Given an exactly-once chain whose transactions commit every 40 s, early commits as by default
     src, dst = f"{settings.namespace}.in", f"{settings.namespace}.out"
     create_topics(settings.bootstrap_servers, src, dst)
     topology = make_chain(src, dst, exactly_once=True)
     provision(topology, settings)
     early = settings.model_copy(update={"runtime": settings.runtime.model_copy(
-        update={"transaction_interval": 40.0, "transaction_early": 0.05})})
+        update={"transaction_interval": 40.0})})
     with running(topology, early):
         # When 500 records arrive in two bursts (the second while the first is committed)
         produce(settings.bootstrap_servers, src, [(f"k{i % 7}", {"id": i, "key": f"k{i % 7}", "seq": i, "amount": 2.0})
