@@ -235,6 +235,12 @@ def figures(name: str, data: dict[str, Any]) -> list[str]:
         # the target is kstream-bytes/raw's; the dict payload contender is informational
         return [f"{k} {verdict_cell(verdict(v, data['target_ratio']))}" for k, v in data["round_ratios"].items()
                 if name == "passthrough" and k == "kstream-bytes/raw"]
+    if name.startswith("broker_crash") and data.get("rounds"):
+        ok = sum(1 for r in data["rounds"] if r["ok"])  # recounted: every invariant of every round
+        feed = f"fed at {data['params']['rate']:,.0f}/s" if data["params"].get("rate") else "a backlog"
+        early = data["params"].get("transaction_early")
+        setting = f", transaction_early {early:g}" if early is not None else ""
+        return [f"{ok} of {len(data['rounds'])} rounds kept every invariant ({feed}{setting})"]
     if name == "prefetch" and "ratio" in data:
         return [f"prefetch 20 / 1 {verdict_cell(verdict([data['ratio']], data['target_ratio']), '.1f')}"]
     if name.startswith("latency") and data.get("targets"):

@@ -156,3 +156,13 @@ def test_memory_growth_compares_the_floor_and_peak_of_two_windows_not_two_single
     # and a window without a reading is an error, not a growth of zero
     with pytest.raises(BenchError, match="no RSS reading"):
         rss_window(trace, 6_000_000, 7_000_000, last=True)
+
+
+def test_a_broker_crash_file_counts_the_rounds_that_kept_every_invariant_from_the_rounds_themselves() -> None:
+    round_ok = {"ok": True}
+    data = {"rounds": [round_ok, {"ok": False}, round_ok], "params": {"rate": 1500.0, "transaction_early": 0.02},
+            "rounds_ok": 3}  # a stale count is not what the report shows
+    assert report.figures("broker_crash-early", data) == [
+        "2 of 3 rounds kept every invariant (fed at 1,500/s, transaction_early 0.02)"]
+    assert report.figures("broker_crash", {"rounds": [round_ok], "params": {}}) == [
+        "1 of 1 rounds kept every invariant (a backlog)"]
