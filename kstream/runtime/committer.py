@@ -13,7 +13,8 @@ work in it also commits as soon as the worker finds no input waiting, once
 ``runtime.transaction_early`` (20 ms) passed since the last: on a stream that is not saturated
 each hop adds about that plus the commit; a backlog always has input waiting, so its
 transactions run the full interval (0 turns early commits off). A transaction that fails to
-commit ends the worker (nothing more is committed).
+commit ends the worker (nothing more is committed); when the failure is retryable (aborted, or
+:class:`TransactionInDoubt`), :func:`kstream.app.run_workers` replaces the worker in place.
 
 Status: every commit publishes how many messages the worker has in flight
 (:mod:`kstream.runtime.status`).

@@ -1,7 +1,7 @@
 """One broker crash under an exactly-once chain, and the checks that it lost nothing.
 
-Used by the integration test (one round) and by ``bench/broker_crash.py`` (many rounds). The
-broker is the test's own (killing the session broker would disturb other tests): a
+Used by the integration tests (one round of each feed) and by ``bench/broker_crash.py`` (many
+rounds). The broker is the test's own (killing the session broker would disturb other tests): a
 :class:`LocalBroker` in its own folder, SIGKILLed mid-stream and started again on the same
 data dir after ``down`` seconds. A supervisor restarts the worker process whenever it exits
 (it should not need to: a worker replaces its producer in place).
