@@ -210,7 +210,12 @@ class Feeder(threading.Thread):
         while sent < len(self._records) and not self._stopped.is_set():
             due = min(len(self._records), int((time.monotonic() - started) * self._rate) + 1)
             for key, value in self._records[sent:due]:
-                self._producer.produce(self._topic, orjson.dumps(value), key, on_delivery=self._delivered)
+                while True:
+                    try:
+                        self._producer.produce(self._topic, orjson.dumps(value), key, on_delivery=self._delivered)
+                        break
+                    except BufferError:  # the queue is full (a long outage): wait for room
+                        self._producer.poll(0.1)
             sent = due
             self._producer.poll(0.01)
         while not self._stopped.is_set() and self._producer.flush(0.5) > 0:
