@@ -280,7 +280,8 @@ def run_contender(
     if errors:
         raise BenchError(f"{name} failed while stopping: {errors[0]!r}") from errors[0]
     if samples[-1][1] > expected:
-        print(f"  note: {name} wrote {samples[-1][1] - expected} more messages than expected (duplicates)")
+        print(f"  note: {name} wrote {samples[-1][1] - expected} more messages than expected (at-least-once: "
+              "duplicates; exactly-once: transaction markers, which count in the high watermarks)")
     m = _measure(name, samples, expected, t0)
     if peak is not None:
         m.peak_rss_mb = peak / 2**20
