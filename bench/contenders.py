@@ -49,6 +49,12 @@ def provision_topology(topology: Any, bootstrap: str, namespace: str, partitions
     return sorted(names)
 
 
+def runtime_config(path: Path, runtime: dict[str, Any]) -> Path:
+    """Write ``runtime`` (numbers, strings) to ``path`` as a config file's ``[runtime]`` table."""
+    path.write_text("[runtime]\n" + "".join(f"{k} = {v!r}\n" for k, v in runtime.items()))
+    return path
+
+
 def kstream_run(name: str, app: str, *, bootstrap: str, namespace: str, env: dict[str, str] | None = None,
                 kafka: dict[str, str] | None = None, config: Path | None = None,
                 python: Path | None = None) -> ProcessContender:

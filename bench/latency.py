@@ -50,6 +50,7 @@ from bench.common import (
     versions,
     write_json,
 )
+from bench.contenders import runtime_config
 from bench.peers.kstream_app import build, env_for
 from bench.results import add_tree_args, check_tree, verdict, verdict_text
 from kstream.config import RuntimeSettings
@@ -163,8 +164,7 @@ def run_variant(bootstrap: str, name: str, kafka: dict[str, str], runtime: dict[
         created += provision_topology(chain, bootstrap, ns, partitions)
     config: Path | None = None
     if runtime:
-        config = Path(tempfile.mkstemp(prefix="bench-lat-", suffix=".toml")[1])
-        config.write_text("[runtime]\n" + "".join(f"{k} = {v!r}\n" for k, v in runtime.items()))
+        config = runtime_config(Path(tempfile.mkstemp(prefix="bench-lat-", suffix=".toml")[1]), runtime)
     proc: ProcessContender
     if processing == "raw":
         middle = [chain.nodes[n].input_topic(ns) for n in ("b", "c")]

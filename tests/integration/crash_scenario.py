@@ -29,6 +29,7 @@ import orjson
 from confluent_kafka import IsolationLevel, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from bench.contenders import runtime_config
 from kstream.config import load_settings
 from kstream.dev.broker import LocalBroker
 from kstream.provision import wanted
@@ -152,9 +153,7 @@ def run_once(workdir: Path, *, records: int = 30_000, partitions: int = 6, down:
         env = {**os.environ, "CHAIN_SRC": src, "CHAIN_DST": dst, "CHAIN_EOS": "1" if exactly_once else "0",
                "KSTREAM_BOOTSTRAP_SERVERS": bootstrap, "KSTREAM_NAMESPACE": ns}
         if runtime:
-            config = workdir / "kstream.toml"
-            config.write_text("[runtime]\n" + "".join(f"{k} = {v!r}\n" for k, v in runtime.items()))
-            env["KSTREAM_CONFIG"] = str(config)
+            env["KSTREAM_CONFIG"] = str(runtime_config(workdir / "kstream.toml", runtime))
         sup = Supervisor(env, workdir / "worker.log")
         if feeder is not None:
             feeder.start()
