@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import threading
 import time
@@ -106,13 +105,6 @@ def _latest_per_message_us() -> float | None:
     return None if median is None else median["cpu_s_per_100k"] * 10  # s per 100k -> us per message
 
 
-def _commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=False).stdout.strip()
-
-    return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.observe_cost", description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=40, help="rounds; the best of each variant is kept (default 40)")
@@ -147,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     path = write_json("observe-cost", tree=tree, data={
         "benchmark": "observe_cost",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "commit": _commit(),
         "config": {
             "rounds": args.rounds, "records_per_round": 1000, "python": platform.python_version(),
             "cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],

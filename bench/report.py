@@ -231,10 +231,22 @@ def figures(name: str, data: dict[str, Any]) -> list[str]:
         return [f"{k} {verdict_cell(v)}" for k, v in data["ratios"].items() if v.get("target") is not None]
     if name == "eos" and data.get("round_ratios"):
         return [f"EOS/ALO {verdict_cell(verdict(data['round_ratios'], data['target_ratio']))}"]
-    if name.startswith("passthrough") and data.get("round_ratios"):
-        # the target is kstream-bytes/raw's; the dict payload contender is informational
-        return [f"{k} {verdict_cell(verdict(v, data['target_ratio']))}" for k, v in data["round_ratios"].items()
-                if name == "passthrough" and k == "kstream-bytes/raw"]
+    if name in ("passthrough", "passthrough-headers") and data.get("round_ratios"):
+        # The targets are kstream-bytes/raw's, throughput and CPU per message (issue 11: records
+        # without headers and with kstream's); the dict payload and raw-envelope are informational.
+        from bench.results import paired_ratios
+
+        out = [f"kstream-bytes/raw {verdict_cell(verdict(data['round_ratios']['kstream-bytes/raw'], data['target_ratio']))}"]
+        runs = data.get("runs") or []
+        cpu = paired_ratios(runs, "kstream-bytes", "raw", "cpu_s_per_100k")
+        if cpu and data.get("target_cpu_ratio"):
+            out.append(f"CPU per message kstream-bytes/raw {verdict_cell(verdict(cpu, data['target_cpu_ratio'], at_least=False))}")
+        envelope = paired_ratios(runs, "kstream-bytes", "raw-envelope", "cpu_s_per_100k")
+        if envelope:
+            out.append(f"CPU per message kstream-bytes/raw-envelope {verdict_cell({**verdict(envelope, 0.0), 'target': None})}")
+        return out
+    if name.startswith("passthrough"):
+        return []
     if name.startswith("broker_crash") and data.get("rounds"):
         ok = sum(1 for r in data["rounds"] if r["ok"])  # recounted: every invariant of every round
         feed = f"fed at {data['params']['rate']:,.0f}/s" if data["params"].get("rate") else "a backlog"

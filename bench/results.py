@@ -175,6 +175,14 @@ def verdict(per_round: Sequence[float], target: float, *, at_least: bool = True)
             "met": med >= target if at_least else med <= target}
 
 
+def paired_ratios(runs: Sequence[dict[str, Any]], a: str, b: str, key: str) -> list[float]:
+    """``key`` of contender ``a`` over contender ``b`` within each round: the i-th run of each
+    name in ``runs`` is round i (contenders of one round share the machine's conditions)."""
+    xs = [r[key] for r in runs if r["name"] == a]
+    ys = [r[key] for r in runs if r["name"] == b]
+    return [round(x / y, 3) for x, y in zip(xs, ys, strict=True)] if xs and ys else []
+
+
 def verdict_text(v: dict[str, Any], spec: str = ".2f") -> str:
     """``0.64 (0.60-0.70 over 3 rounds; target >= 0.6): met``."""
     spread = (f"{format(v['min'], spec)}-{format(v['max'], spec)} over {v['rounds']} rounds" if v["rounds"] > 1

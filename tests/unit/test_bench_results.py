@@ -166,3 +166,24 @@ def test_a_broker_crash_file_counts_the_rounds_that_kept_every_invariant_from_th
         "2 of 3 rounds kept every invariant (fed at 1,500/s, transaction_early 0.02)"]
     assert report.figures("broker_crash", {"rounds": [round_ok], "params": {}}) == [
         "1 of 1 rounds kept every invariant (a backlog)"]
+
+
+def test_a_passthrough_file_shows_the_cpu_per_message_of_each_round_against_its_target() -> None:
+    # Given two rounds where kstream used 2.4x and 1.8x the raw loop's CPU per message, and a
+    # raw loop writing kstream's headers that used 2x raw in both
+    runs = [{"name": "raw", "cpu_s_per_100k": 0.25}, {"name": "raw", "cpu_s_per_100k": 0.30},
+            {"name": "raw-envelope", "cpu_s_per_100k": 0.50}, {"name": "raw-envelope", "cpu_s_per_100k": 0.60},
+            {"name": "kstream-bytes", "cpu_s_per_100k": 0.60}, {"name": "kstream-bytes", "cpu_s_per_100k": 0.54}]
+    data = {"round_ratios": {"kstream-bytes/raw": [0.8, 0.9]}, "target_ratio": 0.8, "target_cpu_ratio": 2.0,
+            "cpu_ratios": {"kstream-bytes/raw": 1.0}, "runs": runs}  # a stale median is not what the report shows
+    # Then the figures pair the runs of each round: the median of 2.4 and 1.8 (2.1) misses <= 2;
+    # raw-envelope has no target
+    assert report.figures("passthrough", data) == [
+        "kstream-bytes/raw 0.85 (0.80-0.90 over 2 rounds; target >= 0.8): met",
+        "CPU per message kstream-bytes/raw 2.10 (1.80-2.40 over 2 rounds; target <= 2): **NOT met**",
+        "CPU per message kstream-bytes/raw-envelope 1.05 (0.90-1.20 over 2 rounds)",
+    ]
+    # and a run with kstream's headers in its input shows the same targets, without raw-envelope
+    headers = {**data, "runs": runs[:2] + runs[4:]}
+    assert report.figures("passthrough-headers", headers)[1:] == [
+        "CPU per message kstream-bytes/raw 2.10 (1.80-2.40 over 2 rounds; target <= 2): **NOT met**"]
