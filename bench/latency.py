@@ -16,7 +16,8 @@ stamping chain of :mod:`bench.stages` (JSON handlers that stamp their start time
 with LogAppendTime) and adds the per-stage breakdown of where the time goes; ``eos`` runs the
 chain exactly-once (target: p99 <= ``transaction_interval`` + 50 ms), ``eos-interval`` the same with
 ``runtime.transaction_early = 0`` (early commits off: every ``transaction_interval`` only; no
-target, it shows what the early commits take off). ``raw`` is the baseline:
+target, it shows what the early commits take off); ``nodelay`` (not run unless asked for) the
+default chain with ``socket.nagle.disable=true``, no target. ``raw`` is the baseline:
 the same chain as three raw confluent-kafka loops (:mod:`bench.peers.raw_loop`) in one process,
 what this broker and machine give a chain without kstream; every kstream variant's verdict
 records its figures. Writes
@@ -70,13 +71,15 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any], str]] = {
     "stages": ({}, {}, "at_least_once"),
     "eos": ({}, {}, "exactly_once"),
     "eos-interval": ({}, {"transaction_early": 0}, "exactly_once"),
-    "linger1": ({"linger.ms": "1"}, {}, "at_least_once"),
+    # TCP_NODELAY on kstream's clients (librdkafka leaves Nagle's algorithm on; Kafka's Java
+    # client turns it off): a candidate default, measured against `default` in the same rounds.
+    "nodelay": ({"socket.nagle.disable": "true"}, {}, "at_least_once"),
     # The baseline: the same chain as three raw confluent-kafka loops (bench.peers.raw_loop --eager,
     # one process, one thread per hop, kstream's client settings), on the same broker and feeder.
     "raw": ({}, {}, "raw"),
 }
 BASELINE = "raw"
-INFORMATIONAL = {"eos-interval"}
+INFORMATIONAL = {"eos-interval", "nodelay"}
 """Variants reported without a target of their own."""
 
 
