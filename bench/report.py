@@ -236,7 +236,8 @@ def figures(name: str, data: dict[str, Any]) -> list[str]:
         # without headers and with kstream's); the dict payload and raw-envelope are informational.
         from bench.results import paired_ratios
 
-        out = [f"kstream-bytes/raw {verdict_cell(verdict(data['round_ratios']['kstream-bytes/raw'], data['target_ratio']))}"]
+        throughput = data["round_ratios"].get("kstream-bytes/raw")
+        out = [f"kstream-bytes/raw {verdict_cell(verdict(throughput, data['target_ratio']))}"] if throughput else []
         runs = data.get("runs") or []
         cpu = paired_ratios(runs, "kstream-bytes", "raw", "cpu_s_per_100k")
         if cpu and data.get("target_cpu_ratio"):

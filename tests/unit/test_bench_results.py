@@ -187,3 +187,5 @@ def test_a_passthrough_file_shows_the_cpu_per_message_of_each_round_against_its_
     headers = {**data, "runs": runs[:2] + runs[4:]}
     assert report.figures("passthrough-headers", headers)[1:] == [
         "CPU per message kstream-bytes/raw 2.10 (1.80-2.40 over 2 rounds; target <= 2): **NOT met**"]
+    # and a run without kstream-bytes (other contenders chosen) has no such figure
+    assert report.figures("passthrough", {**data, "round_ratios": {"kstream-dict/raw": [0.7]}, "runs": runs[:2]}) == []
