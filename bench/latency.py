@@ -72,7 +72,7 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any], str]] = {
     "eos": ({}, {}, "exactly_once"),
     "eos-interval": ({}, {"transaction_early": 0}, "exactly_once"),
     # TCP_NODELAY on kstream's clients (librdkafka leaves Nagle's algorithm on; Kafka's Java
-    # client turns it off): a candidate default, measured against `default` in the same rounds.
+    # client turns it off): whether that helps, measured against `default` in the same rounds.
     "nodelay": ({"socket.nagle.disable": "true"}, {}, "at_least_once"),
     # The baseline: the same chain as three raw confluent-kafka loops (bench.peers.raw_loop --eager,
     # one process, one thread per hop, kstream's client settings), on the same broker and feeder.
