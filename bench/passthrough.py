@@ -313,11 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     all_runs = [m.as_dict() for n in names for m in runs[n]]
     cpu_round_ratios = {f"{a}/{b}": paired_ratios(all_runs, a, b, "cpu_s_per_100k") for a, b in pairs}
     # The same ratio within each round (contenders of one round share the box's conditions).
-    round_ratios = {f"{n}/raw": [round(a.msgs_per_s / b.msgs_per_s, 3) for a, b in zip(runs[n], runs["raw"], strict=True)]
-                    for n in names if n != "raw" and "raw" in runs}
+    round_ratios = {f"{n}/raw": paired_ratios(all_runs, n, "raw", "msgs_per_s") for n in names if n != "raw" and "raw" in runs}
     # Metrics and tracing against the plain node, round by round (same box conditions).
-    observe_ratios = {f"{n}/kstream-bytes": [round(a.msgs_per_s / b.msgs_per_s, 3)
-                                             for a, b in zip(runs[n], runs["kstream-bytes"], strict=True)]
+    observe_ratios = {f"{n}/kstream-bytes": paired_ratios(all_runs, n, "kstream-bytes", "msgs_per_s")
                       for n in names if n.startswith(("kstream-bytes-metrics", "kstream-bytes-tracing")) and "kstream-bytes" in runs}
     for key, values in observe_ratios.items():
         print(f"{key}: per round {', '.join(f'{v:.3f}' for v in values)}; median {sorted(values)[len(values) // 2]:.3f}")

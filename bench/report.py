@@ -244,7 +244,7 @@ def figures(name: str, data: dict[str, Any]) -> list[str]:
             out.append(f"CPU per message kstream-bytes/raw {verdict_cell(verdict(cpu, data['target_cpu_ratio'], at_least=False))}")
         envelope = paired_ratios(runs, "kstream-bytes", "raw-envelope", "cpu_s_per_100k")
         if envelope:
-            out.append(f"CPU per message kstream-bytes/raw-envelope {verdict_cell({**verdict(envelope, 0.0), 'target': None})}")
+            out.append(f"CPU per message kstream-bytes/raw-envelope {verdict_cell(verdict(envelope, None))}")
         return out
     if name.startswith("passthrough"):
         return []

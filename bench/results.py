@@ -162,17 +162,17 @@ def summary(runs: Sequence[Measurement]) -> dict[str, Any]:
     return med
 
 
-def verdict(per_round: Sequence[float], target: float, *, at_least: bool = True) -> dict[str, Any]:
+def verdict(per_round: Sequence[float], target: float | None, *, at_least: bool = True) -> dict[str, Any]:
     """A target against the rounds of a run: met only when the median meets it; min and max kept.
 
     ``at_least`` is the direction: a ratio or a rate must reach the target (``>=``), a latency
-    or a growth must stay under it (``<=``)."""
+    or a growth must stay under it (``<=``). ``target`` None: a figure without one (``met`` None)."""
     if not per_round:
         raise ValueError("a verdict needs at least one round")
     med = statistics.median(per_round)
     return {"median": med, "min": min(per_round), "max": max(per_round), "per_round": list(per_round),
             "rounds": len(per_round), "target": target, "op": ">=" if at_least else "<=",
-            "met": med >= target if at_least else med <= target}
+            "met": None if target is None else med >= target if at_least else med <= target}
 
 
 def paired_ratios(runs: Sequence[dict[str, Any]], a: str, b: str, key: str) -> list[float]:
