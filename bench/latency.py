@@ -1,6 +1,6 @@
 """End-to-end latency of a 3-node kstream chain fed at a fixed rate.
 
-    .venv/bin/python -m bench.latency [--rate 5000] [--seconds 60] [--variants raw,default,stages,eos,eos-interval]
+    .venv/bin/python -m bench.latency [--rate 5000] [--seconds 60] [--variants raw,raw-envelope,default,stages,eos,eos-interval]
 
 A paced producer (this process) writes ~200 B JSON records to a 6-partition input topic at
 ``--rate`` msgs/s; each value carries the wall-clock time of its ``produce()`` call in
@@ -20,7 +20,9 @@ target, it shows what the early commits take off); ``nodelay`` (not run unless a
 default chain with ``socket.nagle.disable=true``, no target. ``raw`` is the baseline:
 the same chain as three raw confluent-kafka loops (:mod:`bench.peers.raw_loop`) in one process,
 what this broker and machine give a chain without kstream; every kstream variant's verdict
-records its figures. Writes
+records its figures. ``raw-envelope`` (informational) is that chain with each loop writing the
+six headers a kstream node writes (design.md s.3), fresh on every hop: how much of kstream's
+distance to ``raw`` the envelope itself takes. Writes
 ``bench/results/latency.json`` (``latency-<rate>.json`` for another rate than 5,000).
 """
 
@@ -77,9 +79,13 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any], str]] = {
     # The baseline: the same chain as three raw confluent-kafka loops (bench.peers.raw_loop --eager,
     # one process, one thread per hop, kstream's client settings), on the same broker and feeder.
     "raw": ({}, {}, "raw"),
+    # The raw chain writing kstream's six headers on every hop (bench.passthrough.envelope_headers).
+    "raw-envelope": ({}, {}, "raw-envelope"),
 }
 BASELINE = "raw"
-INFORMATIONAL = {"eos-interval", "nodelay"}
+RAW = {"raw", "raw-envelope"}
+"""Processing kinds that run bench.peers.raw_loop instead of kstream."""
+INFORMATIONAL = {"eos-interval", "nodelay", "raw-envelope"}
 """Variants reported without a target of their own."""
 
 
@@ -161,7 +167,7 @@ def run_variant(bootstrap: str, name: str, kafka: dict[str, str], runtime: dict[
         created += provision_topology(stages.build(source, output, processing=processing), bootstrap, ns, partitions)
         stages.log_append_time(bootstrap, stages.chain_topics(ns, source, output)[:-1])
     else:
-        kind = "at_least_once" if processing == "raw" else processing
+        kind = "at_least_once" if processing in RAW else processing
         app, env = APP, env_for(source, output, shape="chain3", processing=kind)
         chain = build(source, output, shape="chain3", processing=kind)
         created += provision_topology(chain, bootstrap, ns, partitions)
@@ -169,9 +175,10 @@ def run_variant(bootstrap: str, name: str, kafka: dict[str, str], runtime: dict[
     if runtime:
         config = runtime_config(Path(tempfile.mkstemp(prefix="bench-lat-", suffix=".toml")[1]), runtime)
     proc: ProcessContender
-    if processing == "raw":
+    if processing in RAW:
         middle = [chain.nodes[n].input_topic(ns) for n in ("b", "c")]
-        proc = ProcessContender(f"latency-{name}", [sys.executable, "-m", "bench.peers.raw_loop", "--eager", bootstrap, source, output,
+        flags = ["--eager", "--envelope"] if processing == "raw-envelope" else ["--eager"]
+        proc = ProcessContender(f"latency-{name}", [sys.executable, "-m", "bench.peers.raw_loop", *flags, bootstrap, source, output,
                                                     *middle], stop_signal=15)
     else:
         proc = kstream_run(f"latency-{name}", app, bootstrap=bootstrap, namespace=ns, env=env, kafka=kafka, config=config)
@@ -248,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--jvm", choices=list(JVM_PROFILES), default="kafka",
                     help="JVM profile of the local broker the benchmark starts (default kafka: Kafka's own settings)")
-    ap.add_argument("--variants", default="raw,default,stages,eos,eos-interval", help="comma-separated subset of " + ", ".join(VARIANTS))
+    ap.add_argument("--variants", default="raw,raw-envelope,default,stages,eos,eos-interval",
+                    help="comma-separated subset of " + ", ".join(VARIANTS))
     add_tree_args(ap)
     args = ap.parse_args(argv)
     tree = check_tree(args.allow_dirty)

@@ -1,11 +1,12 @@
 """The raw confluent-kafka loop of ``bench.passthrough`` as its own process (for ``bench.peers``).
 
-    .venv/bin/python -m bench.peers.raw_loop [--eager] BOOTSTRAP SOURCE OUTPUT [MIDDLE1 MIDDLE2]
+    .venv/bin/python -m bench.peers.raw_loop [--eager] [--envelope] BOOTSTRAP SOURCE OUTPUT [MIDDLE1 MIDDLE2]
 
 With MIDDLE1 MIDDLE2 (existing topics), three loops run on three threads of this process:
 SOURCE -> MIDDLE1 -> MIDDLE2 -> OUTPUT, the shape of a 3-node kstream chain in one worker.
 ``--eager``: loops that take what is there instead of waiting for a batch to fill (the latency
-baseline; see :func:`bench.passthrough.raw`).
+baseline; see :func:`bench.passthrough.raw`). ``--envelope``: each output gets the six headers
+a kstream node writes (:func:`bench.passthrough.envelope_headers`) instead of the input's.
 Runs until SIGTERM/SIGINT, then commits what it produced and exits 0.
 """
 
@@ -20,9 +21,11 @@ from bench.passthrough import raw
 
 
 def main() -> int:
-    args = sys.argv[1:]
-    eager = args[:1] == ["--eager"]
-    bootstrap, source, output, *middle = args[1:] if eager else args
+    flags = {a for a in sys.argv[1:] if a.startswith("--")}
+    if flags - {"--eager", "--envelope"}:
+        sys.exit(f"raw_loop: unknown option {sorted(flags - {'--eager', '--envelope'})[0]}")
+    eager, envelope = "--eager" in flags, "--envelope" in flags
+    bootstrap, source, output, *middle = [a for a in sys.argv[1:] if not a.startswith("--")]
     names = [source, *middle[:2], output]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -31,7 +34,7 @@ def main() -> int:
 
     def stage(src: str, dst: str) -> None:
         try:
-            raw(bootstrap, src, dst, eager=eager)(stop)
+            raw(bootstrap, src, dst, eager=eager, envelope=envelope)(stop)
         except BaseException as exc:
             errors.append(exc)
             stop.set()
