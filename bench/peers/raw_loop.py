@@ -22,8 +22,8 @@ from bench.passthrough import raw
 
 def main() -> int:
     flags = {a for a in sys.argv[1:] if a.startswith("--")}
-    if flags - {"--eager", "--envelope"}:
-        sys.exit(f"raw_loop: unknown option {sorted(flags - {'--eager', '--envelope'})[0]}")
+    if unknown := sorted(flags - {"--eager", "--envelope"}):
+        sys.exit(f"raw_loop: unknown option {unknown[0]}")
     eager, envelope = "--eager" in flags, "--envelope" in flags
     bootstrap, source, output, *middle = [a for a in sys.argv[1:] if not a.startswith("--")]
     names = [source, *middle[:2], output]
