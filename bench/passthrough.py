@@ -64,7 +64,7 @@ from bench.common import (
     write_json,
 )
 from bench.kstream_input import produce_with_headers
-from bench.results import add_tree_args, check_tree, machine, paired_ratios
+from bench.results import add_tree_args, check_tree, machine, paired_ratios, verdict, verdict_text
 from kstream import headers as hdr
 from kstream.kafka.confluent import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS
 
@@ -331,16 +331,12 @@ def main(argv: list[str] | None = None) -> int:
         ])  # fmt: skip
     print()
     print(table(["contender", "msgs/s", "CPU s/100k", "broker CPU s/100k", "vs raw", "all rounds"], rows))
-    if "kstream-bytes/raw" in ratios:
-        ok = ratios["kstream-bytes/raw"] >= TARGET_RATIO
-        per_round = ", ".join(f"{r:.2f}" for r in round_ratios["kstream-bytes/raw"])
-        print(f"\nkstream-bytes/raw = {ratios['kstream-bytes/raw']:.2f} (target >= {TARGET_RATIO}): {'met' if ok else 'NOT met'}"
-              f"; per round: {per_round}")
-    for key, value in cpu_ratios.items():
-        per_round = ", ".join(f"{r:.2f}" for r in cpu_round_ratios[key])
-        target = (f" (target <= {TARGET_CPU_RATIO:g}): {'met' if value <= TARGET_CPU_RATIO else 'NOT met'}"
-                  if key.startswith("kstream") and key.endswith("/raw") else " (informational)")
-        print(f"CPU per message {key} = {value:.2f}{target}; per round: {per_round}")
+    # The verdicts bench.report shows: the median of the ratios within each round, with their spread.
+    if "kstream-bytes/raw" in round_ratios:
+        print(f"\nkstream-bytes/raw {verdict_text(verdict(round_ratios['kstream-bytes/raw'], TARGET_RATIO))}")
+    for key, per_round in cpu_round_ratios.items():
+        target = TARGET_CPU_RATIO if key.startswith("kstream") and key.endswith("/raw") else None
+        print(f"CPU per message {key} {verdict_text(verdict(per_round, target, at_least=False))}")
     path = write_json(args.name, tree=tree, data={
         "benchmark": "passthrough",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
