@@ -12,6 +12,7 @@ Runs until SIGTERM/SIGINT, then commits what it produced and exits 0.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import signal
 import sys
@@ -21,12 +22,17 @@ from bench.passthrough import raw
 
 
 def main() -> int:
-    flags = {a for a in sys.argv[1:] if a.startswith("--")}
-    if unknown := sorted(flags - {"--eager", "--envelope"}):
-        sys.exit(f"raw_loop: unknown option {unknown[0]}")
-    eager, envelope = "--eager" in flags, "--envelope" in flags
-    bootstrap, source, output, *middle = [a for a in sys.argv[1:] if not a.startswith("--")]
-    names = [source, *middle[:2], output]
+    ap = argparse.ArgumentParser(prog="python -m bench.peers.raw_loop")
+    ap.add_argument("--eager", action="store_true", help="take what is there instead of waiting for a batch to fill")
+    ap.add_argument("--envelope", action="store_true", help="write kstream's six headers on every output")
+    ap.add_argument("bootstrap")
+    ap.add_argument("topics", nargs="+", metavar="TOPIC", help="SOURCE OUTPUT [MIDDLE1 MIDDLE2]")
+    args = ap.parse_args()
+    if len(args.topics) not in (2, 4):
+        ap.error("give SOURCE OUTPUT, optionally followed by MIDDLE1 MIDDLE2")
+    bootstrap, eager, envelope = args.bootstrap, args.eager, args.envelope
+    source, output, *middle = args.topics
+    names = [source, *middle, output]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
